@@ -1,0 +1,1 @@
+"""Reading and writing: DICOM (index, assemble, write), NIfTI, atomic file output."""
