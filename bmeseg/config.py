@@ -1,0 +1,283 @@
+"""Pipeline settings: frozen dataclasses, loaded from the anatomy presets in ``pipelines/*.toml``.
+
+A preset file has one table per stage (``[registration]``, ``[marrow]``,
+``[edema]``, ``[lesions]``, ``[scoring]``) plus ``[pipeline]`` (name, anatomy,
+description). ``--config FILE`` overlays a user file on the chosen preset.
+Unknown keys and wrong types are refused with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .register import RegistrationSettings
+
+__all__ = [
+    "EdemaSettings",
+    "LesionSettings",
+    "MarrowSettings",
+    "PipelineSettings",
+    "RegistrationSettings",
+    "ScoringSettings",
+    "available_pipelines",
+    "load_settings",
+    "pipelines_dir",
+]
+
+ANATOMIES = ("knee", "sij", "hip", "ankle", "spine", "generic")
+SCHEMES = ("moaks", "sparcc", "ramris", "fraction")
+
+
+@dataclass(frozen=True)
+class MarrowSettings:
+    """Where marrow is, when no bone mask is supplied (see :mod:`bmeseg.marrow`)."""
+
+    # Fatty marrow is bright on T1 and dark on the fluid-sensitive image. Thresholds are
+    # fractions between the scan's own reference levels (muscle-like and fat-like peaks),
+    # never absolute numbers, because MR intensities are arbitrary units.
+    t1_fat_level: float = 0.55
+    stir_fat_level: float = 0.45
+    # bone shape: marrow cavities are large compact blobs well inside the body outline
+    min_bone_ml: float = 2.0
+    body_shell_mm: float = 6.0
+    # closing radius that re-includes lesions which break the fatty-marrow region open
+    closing_mm: float = 5.0
+    # erosion away from the cortex, to avoid chemical-shift / partial-volume rims
+    cortex_margin_mm: float = 0.0
+    max_bones: int = 6
+
+
+@dataclass(frozen=True)
+class EdemaSettings:
+    """Which marrow voxels are BME (see :mod:`bmeseg.edema`)."""
+
+    # Tukey outlier of normal marrow on the fluid-sensitive image: Q3 + k*IQR (Hepburn et al. use 1.5)
+    stir_tukey_k: float = 1.5
+    # and at least this many times the local normal-marrow level
+    stir_min_ratio: float = 1.3
+    # T1 must be below this fraction of local normal marrow (BME is T1-hypointense)
+    t1_max_ratio: float = 0.85
+    # large-scale smoothing (mm) for the local normal-marrow reference (bias-field aware)
+    reference_sigma_mm: float = 20.0
+    # fluid-level signal on STIR relative to normal marrow: above this is "intense" (SPARCC)
+    intense_ratio: float = 3.0
+    bias_correction: bool = True
+
+
+@dataclass(frozen=True)
+class LesionSettings:
+    min_lesion_ml: float = 0.05
+    min_slices: int = 1
+    # ASAS-style persistence: a lesion must span >= this many consecutive slices
+    connectivity: int = 26
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    scheme: str = "moaks"
+    # grade boundaries on the extent fraction of each bone/subregion
+    grade_edges: tuple[float, ...] = (0.0, 0.33, 0.66)
+    deep_mm: float = 10.0
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    name: str = "generic"
+    anatomy: str = "generic"
+    description: str = ""
+    registration: RegistrationSettings = field(default_factory=RegistrationSettings)
+    marrow: MarrowSettings = field(default_factory=MarrowSettings)
+    edema: EdemaSettings = field(default_factory=EdemaSettings)
+    lesions: LesionSettings = field(default_factory=LesionSettings)
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+_SECTIONS: dict[str, type] = {
+    "registration": RegistrationSettings,
+    "marrow": MarrowSettings,
+    "edema": EdemaSettings,
+    "lesions": LesionSettings,
+    "scoring": ScoringSettings,
+}
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"'{key}' must be true or false; got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"'{key}' must be an integer; got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"'{key}' must be a number; got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"'{key}' must be a string; got {value!r}")
+        return value
+    if origin is tuple:
+        (inner, *_rest) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"'{key}' must be a list; got {value!r}")
+        return tuple(_coerce(v, inner, key) for v in value)
+    if origin in (typing.Union, types.UnionType):  # Optional[X]: TOML has no null, so X it is
+        inner_types = [t for t in typing.get_args(tp) if t is not type(None)]
+        return _coerce(value, inner_types[0], key)
+    raise ConfigError(f"'{key}': unsupported setting type {tp!r}")  # pragma: no cover
+
+
+def _build(cls: type, table: dict[str, Any], section: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"'[{section}]' must be a table; got {table!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in table.items():
+        if key not in names:
+            raise ConfigError(f"unknown setting '{section}.{key}'; valid keys: {', '.join(names)}")
+        kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"[{section}] {exc}") from None
+
+
+def _validate(s: PipelineSettings) -> None:
+    def check(ok: bool, key: str, msg: str) -> None:
+        if not ok:
+            raise ConfigError(f"'{key}' {msg}")
+
+    check(s.anatomy in ANATOMIES, "pipeline.anatomy", f"must be one of {set(ANATOMIES)}; got {s.anatomy!r}")
+    check(s.scoring.scheme in SCHEMES, "scoring.scheme", f"must be one of {set(SCHEMES)}; got {s.scoring.scheme!r}")
+    m = s.marrow
+    check(0 < m.t1_fat_level < 1, "marrow.t1_fat_level", "must be in (0, 1)")
+    check(0 < m.stir_fat_level < 1, "marrow.stir_fat_level", "must be in (0, 1)")
+    check(m.min_bone_ml > 0, "marrow.min_bone_ml", "must be > 0")
+    check(m.closing_mm >= 0, "marrow.closing_mm", "must be >= 0")
+    check(m.max_bones >= 1, "marrow.max_bones", "must be >= 1")
+    e = s.edema
+    check(e.stir_tukey_k >= 0, "edema.stir_tukey_k", "must be >= 0")
+    check(e.stir_min_ratio >= 1, "edema.stir_min_ratio", "must be >= 1")
+    check(0 < e.t1_max_ratio <= 2, "edema.t1_max_ratio", "must be in (0, 2]")
+    check(e.reference_sigma_mm > 0, "edema.reference_sigma_mm", "must be > 0")
+    check(s.lesions.min_lesion_ml >= 0, "lesions.min_lesion_ml", "must be >= 0")
+    check(s.lesions.min_slices >= 1, "lesions.min_slices", "must be >= 1")
+    check(s.lesions.connectivity in (6, 18, 26), "lesions.connectivity", "must be one of {6, 18, 26}")
+    edges = s.scoring.grade_edges
+    check(len(edges) >= 1 and list(edges) == sorted(edges) and all(0 <= x < 1 for x in edges),
+          "scoring.grade_edges", "must be increasing fractions in [0, 1)")
+
+
+def pipelines_dir() -> Path:
+    """Folder holding the anatomy presets.
+
+    ``$BMESEG_PIPELINES`` if set, else ``pipelines/`` of the source checkout.
+    """
+    env = os.environ.get("BMESEG_PIPELINES")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "pipelines"
+
+
+def available_pipelines() -> list[str]:
+    d = pipelines_dir()
+    return sorted(p.stem for p in d.glob("*.toml")) if d.is_dir() else []
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such settings file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def settings_from_dict(data: dict[str, Any], *, source: str = "settings") -> PipelineSettings:
+    """Build validated settings from a nested dict (the TOML structure)."""
+    allowed = {"pipeline", *_SECTIONS}
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(f"{source}: unknown section '[{key}]'; valid sections: {', '.join(sorted(allowed))}")
+    head = data.get("pipeline", {})
+    for key in head:
+        if key not in ("name", "anatomy", "description"):
+            raise ConfigError(f"{source}: unknown setting 'pipeline.{key}'; valid keys: name, anatomy, description")
+    try:
+        kwargs: dict[str, Any] = {k: _coerce(v, str, f"pipeline.{k}") for k, v in head.items()}
+        for section, cls in _SECTIONS.items():
+            kwargs[section] = _build(cls, data.get(section, {}), section)
+        s = PipelineSettings(**kwargs)
+        _validate(s)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return s
+
+
+def load_settings(
+    pipeline: str | None = None, *, config: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> PipelineSettings:
+    """Load a preset by name (or path) and overlay ``config`` and ``overrides``.
+
+    Parameters
+    ----------
+    pipeline : str, optional
+        Preset name in :func:`pipelines_dir` (``"knee"``, ``"sij"``...) or a path
+        to a ``.toml`` file. ``None`` gives the built-in generic defaults.
+    config : path, optional
+        A user TOML file whose tables override the preset's.
+    overrides : dict, optional
+        Nested dict applied last (used by the Python API and tests).
+    """
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if pipeline is not None:
+        p = Path(pipeline)
+        if p.suffix != ".toml":
+            p = pipelines_dir() / f"{pipeline}.toml"
+            if not p.is_file():
+                names = available_pipelines()
+                raise ConfigError(
+                    f"'pipeline' must be one of {set(names) if names else '{}'}; got {pipeline!r}"
+                    + ("" if names else f" (no presets found in {pipelines_dir()}; set BMESEG_PIPELINES)")
+                )
+        data = _read_toml(p)
+        source = str(p)
+    if config is not None:
+        data = _merge(data, _read_toml(Path(config)))
+        source += f" + {config}"
+    if overrides:
+        data = _merge(data, overrides)
+    return settings_from_dict(data, source=source)

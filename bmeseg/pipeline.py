@@ -1,0 +1,259 @@
+"""One study, end to end: headers -> pair -> volumes -> registration -> marrow -> edema -> measures -> outputs.
+
+:func:`run_study` is what ``bmeseg run`` calls; the CLI only parses arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import PipelineSettings, load_settings
+from .edema import EdemaResult, detect_edema
+from .errors import InputError, OutputExistsError
+from .marrow import MarrowResult, find_marrow
+from .measure import Measurements, measure
+from .volume import Volume
+
+__all__ = ["OUTPUT_FILES", "StudyInput", "StudyResult", "detect", "load_pair", "run_study"]
+
+log = logging.getLogger(__name__)
+
+#: Files ``run`` writes into the output folder (``report.json`` last: it marks completion).
+OUTPUT_FILES = (
+    "bme_mask.nii.gz",
+    "marrow_mask.nii.gz",
+    "stir.nii.gz",
+    "t1_registered.nii.gz",
+    "report.json",
+)
+
+
+@dataclass(frozen=True)
+class StudyInput:
+    """What to process: a DICOM folder (with optional series selectors) or a NIfTI pair.
+
+    ``t1`` / ``stir`` are series selectors (number, UID, description) when
+    ``dicom_dir`` is given, and NIfTI file paths otherwise.
+    """
+
+    dicom_dir: Path | None = None
+    t1: str | None = None
+    stir: str | None = None
+    bone_mask: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.dicom_dir is None and (self.t1 is None or self.stir is None):
+            raise InputError("give a DICOM folder, or both --t1 and --stir NIfTI files")
+
+    @property
+    def is_dicom(self) -> bool:
+        return self.dicom_dir is not None
+
+
+@dataclass
+class StudyResult:
+    """Everything a run produced, in memory (the files are written from this)."""
+
+    t1: Volume  # resampled onto the fluid-sensitive grid
+    stir: Volume
+    marrow: MarrowResult
+    edema: EdemaResult
+    measurements: Measurements
+    registration: dict[str, Any]
+    inputs: dict[str, Any]
+    settings: PipelineSettings
+    timings_s: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = round(timings.get(stage, 0.0) + time.perf_counter() - t0, 4)
+
+
+def _series_meta(vol: Volume) -> dict[str, Any]:
+    m = vol.meta
+    if "path" in m and "series_instance_uid" not in m:
+        return {"path": m["path"]}
+    return {
+        "series_instance_uid": m.get("series_instance_uid"),
+        "series_number": m.get("series_number"),
+        "series_description": m.get("series_description"),
+        "classification": m.get("classification"),
+        "classification_reason": m.get("classification_reason"),
+    }
+
+
+def load_pair(inp: StudyInput, timings: dict[str, float] | None = None) -> tuple[Volume, Volume, list[str]]:
+    """Load the T1 and fluid-sensitive volumes (native grids) and any notes about the choice."""
+    timings = {} if timings is None else timings
+    notes: list[str] = []
+    if inp.dicom_dir is None:
+        from .io.nifti import read_nifti
+
+        assert inp.t1 is not None and inp.stir is not None
+        with _timed(timings, "load"):
+            t1 = read_nifti(inp.t1)
+            stir = read_nifti(inp.stir)
+        return t1, stir, notes
+
+    from .io.dicom import index_dicom, load_series
+    from .series import choose_pair
+
+    root = Path(inp.dicom_dir)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder")
+    with _timed(timings, "index"):
+        index = index_dicom(root)
+    for path, why in index.skipped:
+        if "not DICOM" not in why:
+            notes.append(f"skipped {path}: {why}")
+    with _timed(timings, "select"):
+        pair = choose_pair(index.series, t1=inp.t1, fluid=inp.stir, source=str(root))
+    notes.extend(pair.notes)
+    with _timed(timings, "load"):
+        t1 = load_series(pair.t1).replace_meta(
+            classification=pair.t1_class.kind.value, classification_reason=pair.t1_class.reason
+        )
+        stir = load_series(pair.fluid).replace_meta(
+            classification=pair.fluid_class.kind.value, classification_reason=pair.fluid_class.reason
+        )
+    for v in (t1, stir):
+        notes.extend(str(w) for w in v.meta.get("warnings", []))
+    return t1, stir, notes
+
+
+def _register(t1: Volume, stir: Volume, settings: PipelineSettings, notes: list[str]) -> tuple[Volume, dict[str, Any]]:
+    from . import register as reg
+
+    cfg = settings.registration
+    if not cfg.enabled:
+        out = reg.resample_to(t1, stir.geometry, None)
+        return out, {"status": "skipped", "rotation_deg": [0.0, 0.0, 0.0], "translation_mm": [0.0, 0.0, 0.0],
+                     "metric_before": None, "metric_after": None, "reasons": ["disabled by settings"]}
+    result = reg.register_rigid(stir, t1, settings=cfg)
+    info = result.to_dict()
+    if result.status == "failed":
+        notes.append("registration failed its checks (" + "; ".join(result.reasons)
+                     + "); T1 placed by scanner geometry only")
+        return reg.resample_to(t1, stir.geometry, None), info
+    if result.status == "suspicious":
+        notes.append("registration is suspicious: " + "; ".join(result.reasons))
+    return reg.resample_to(t1, stir.geometry, result), info
+
+
+def detect(
+    t1_on_stir: Volume, stir: Volume, settings: PipelineSettings, *, bone_mask: Volume | None = None,
+    timings: dict[str, float] | None = None,
+) -> tuple[MarrowResult, EdemaResult, Measurements]:
+    """Marrow, edema and measures on one grid (T1 already on the fluid-sensitive grid)."""
+    timings = {} if timings is None else timings
+    with _timed(timings, "marrow"):
+        marrow = find_marrow(t1_on_stir, stir, settings.marrow, bone_mask=bone_mask)
+    with _timed(timings, "edema"):
+        edema = detect_edema(t1_on_stir, stir, marrow, settings.edema, settings.lesions)
+    with _timed(timings, "measure"):
+        meas = measure(
+            edema.mask, marrow.bones, stir.geometry, anatomy=settings.anatomy, scoring=settings.scoring,
+            stir_ratio=edema.stir_ratio, t1_ratio=edema.t1_ratio, intense_ratio=settings.edema.intense_ratio,
+            connectivity=settings.lesions.connectivity,
+        )
+    return marrow, edema, meas
+
+
+def _check_outputs(out_dir: Path, force: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: exists and is not a folder")
+    existing = [n for n in OUTPUT_FILES if (out_dir / n).exists()]
+    if existing and not force:
+        raise OutputExistsError(
+            f"{out_dir} already holds {', '.join(existing)}; use --force to overwrite"
+        )
+
+
+def run_study(
+    inp: StudyInput,
+    out_dir: str | os.PathLike[str] | None,
+    *,
+    settings: PipelineSettings | None = None,
+    force: bool = False,
+) -> StudyResult:
+    """Process one study and (if ``out_dir`` is given) write the outputs.
+
+    Outputs are written into a temporary folder beside ``out_dir`` and moved in
+    only when complete, ``report.json`` last; a failure leaves ``out_dir`` as it
+    was. Existing outputs are replaced only with ``force``.
+    """
+    from .report import build_report
+
+    settings = settings or load_settings(None)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        _check_outputs(out, force)
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    t1_native, stir, notes = load_pair(inp, timings)
+    with _timed(timings, "register"):
+        t1, reg_info = _register(t1_native, stir, settings, notes)
+    bone_mask = None
+    if inp.bone_mask is not None:
+        from .io.nifti import read_nifti
+        from .register import resample_to
+
+        bm = read_nifti(inp.bone_mask, dtype=np.int32)
+        bone_mask = bm if bm.geometry.same_grid(stir.geometry, tol_mm=1e-2) else resample_to(
+            bm, stir.geometry, None, interpolation="nearest")
+    marrow, edema, meas = detect(t1, stir, settings, bone_mask=bone_mask, timings=timings)
+    notes.extend(meas.warnings)
+    inputs = {"t1": _series_meta(t1_native), "stir": _series_meta(stir)}
+    result = StudyResult(t1=t1, stir=stir, marrow=marrow, edema=edema, measurements=meas,
+                         registration=reg_info, inputs=inputs, settings=settings, timings_s=timings,
+                         warnings=notes)
+    if out is not None:
+        with _timed(timings, "write"):
+            _write_outputs(result, out, force=force)
+    timings["total"] = round(time.perf_counter() - t_start, 4)
+    result.report = build_report(result)
+    if out is not None:
+        from .report import write_json
+
+        write_json(result.report, out / "report.json")
+    return result
+
+
+def _write_outputs(result: StudyResult, out: Path, *, force: bool) -> None:
+    """Write every file but report.json into a temp folder, then move them into ``out``."""
+    import shutil
+    import tempfile
+
+    from .io.nifti import write_nifti
+
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".bmeseg-", dir=out))
+    try:
+        g = result.stir
+        write_nifti(g.with_array(result.measurements.lesion_labels.astype(np.uint8)), tmp / "bme_mask.nii.gz")
+        write_nifti(g.with_array(result.marrow.bones.astype(np.uint8)), tmp / "marrow_mask.nii.gz")
+        write_nifti(g.with_array(result.stir.array.astype(np.float32)), tmp / "stir.nii.gz")
+        write_nifti(result.t1.with_array(result.t1.array.astype(np.float32)), tmp / "t1_registered.nii.gz")
+        if force and (out / "report.json").exists():
+            (out / "report.json").unlink()  # an old report must not vouch for new files
+        for name in OUTPUT_FILES:
+            if (tmp / name).exists():
+                os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
