@@ -1,0 +1,204 @@
+"""DICOM loading checked against real scanner files and dcm2niix reference conversions.
+
+Data: ``$BMESEG_REAL_DATA`` or ``<repo>/../shared/data`` (see its README); skipped when absent.
+
+What is compared, honestly:
+
+* WG04 (NEMA): the lossless transfer syntaxes (RLE, JPEG lossless, JPEG-LS lossless,
+  JPEG 2000 lossless) decode to exactly the uncompressed REF pixels. Lossy syntaxes
+  either decode close to REF or fail with a bmeseg error (the 12-bit JPEG-extended
+  files are rejected by the installed libjpeg).
+* dcm2niix references: both volumes are put in nibabel's closest-canonical (RAS+)
+  orientation, so dcm2niix's row flip / axis order does not matter; then the voxel->RAS
+  affines must agree to 0.01 mm and the (scaled) voxel values exactly. For 4-D
+  references (time series) the first volume is compared: bmeseg loads the first
+  volume of a repeated-position series, with a warning.
+* Philips enhanced: dcm2niix writes Philips "floating point" values (it divides the
+  DICOM rescaled value by RescaleSlope x the private ScaleSlope 2005,100E, recorded as
+  ``PhilipsRescaleSlope``/``PhilipsScaleSlope`` in its JSON); bmeseg keeps the standard
+  DICOM rescaled values. The test converts with the JSON factors and compares to
+  2e-5 of the value range (dcm2niix's slope for the field map is 0.24420166 where
+  the DICOM factors give 0.24420024: a 6e-6 relative difference in its arithmetic).
+* Siemens mosaics (dcm_qa EPI) are refused by design; the test checks that the
+  refusal is a DicomReadError that says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bmeseg.errors import BmesegError, DicomReadError
+from bmeseg.io.dicom import SeriesInfo, index_dicom, load_series
+from bmeseg.volume import Volume
+
+pytestmark = pytest.mark.realdata
+
+
+def _data_root() -> Path | None:
+    env = os.environ.get("BMESEG_REAL_DATA")
+    root = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    qa = root / "dicom_qa"
+    return qa if qa.is_dir() else None
+
+
+QA = _data_root()
+needs_data = pytest.mark.skipif(QA is None, reason="real DICOM data (shared/data/dicom_qa) not found")
+
+
+def _qa() -> Path:
+    assert QA is not None
+    return QA
+
+
+def _one(path: Path) -> SeriesInfo:
+    idx = index_dicom(path, jobs=1)
+    assert len(idx.series) == 1, [s.key for s in idx.series]
+    return idx.series[0]
+
+
+def _canonical(data: np.ndarray, affine_ras: np.ndarray) -> Any:
+    import nibabel as nib
+
+    return nib.as_closest_canonical(nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine_ras))
+
+
+def _reference(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """dcm2niix NIfTI -> (scaled data of the first volume, RAS affine)."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    data = np.asanyarray(img.dataobj).astype(np.float64)  # scl_slope/scl_inter applied by nibabel
+    if data.ndim == 4:
+        data = data[..., 0]
+    return data, np.asarray(img.affine)
+
+
+def _compare(vol: Volume, ref: Path, *, scale: float = 1.0, rtol: float = 0.0) -> None:
+    ref_data, ref_affine = _reference(ref)
+    ours = _canonical(vol.array.astype(np.float64) * scale, vol.geometry.affine_ras)
+    theirs = _canonical(ref_data, ref_affine)
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours.affine, theirs.affine, atol=0.01)
+    a, b = np.asanyarray(ours.dataobj), np.asanyarray(theirs.dataobj)
+    if rtol == 0.0:
+        np.testing.assert_array_equal(a, b)
+    else:
+        np.testing.assert_allclose(a, b, atol=rtol * float(np.abs(b).max()))
+
+
+# ---------------------------------------------------------------------------- WG04
+
+WG04_LOSSLESS = ["RLE", "JPLL", "JLSL", "J2KR"]
+WG04_LOSSY = ["JPLY", "JLSN", "J2KI"]
+
+
+@needs_data
+@pytest.mark.parametrize("mr", ["MR1", "MR2", "MR3", "MR4"])
+@pytest.mark.parametrize("syntax", WG04_LOSSLESS)
+def test_wg04_lossless_decodes_exactly(mr: str, syntax: str) -> None:
+    ref = load_series(_one(_qa() / "wg04" / "REF" / f"{mr}_UNC"))
+    got = load_series(_one(_qa() / "wg04" / syntax / f"{mr}_{syntax}"))
+    np.testing.assert_array_equal(got.array, ref.array)
+    np.testing.assert_allclose(got.affine, ref.affine, atol=1e-6)
+
+
+@needs_data
+@pytest.mark.parametrize("mr", ["MR1", "MR2", "MR3", "MR4"])
+@pytest.mark.parametrize("syntax", WG04_LOSSY)
+def test_wg04_lossy_decodes_close_or_fails_clearly(mr: str, syntax: str) -> None:
+    ref = load_series(_one(_qa() / "wg04" / "REF" / f"{mr}_UNC"))
+    path = _qa() / "wg04" / syntax / f"{mr}_{syntax}"
+    try:
+        got = load_series(_one(path))
+    except DicomReadError as exc:  # 12-bit JPEG extended: libjpeg refuses these files
+        assert syntax == "JPLY"
+        assert path.name in str(exc)
+        return
+    assert got.shape == ref.shape
+    r = np.corrcoef(got.array.ravel(), ref.array.ravel())[0, 1]
+    assert r > 0.99
+
+
+@needs_data
+def test_wg04_study_indexes_and_splits_by_image_type() -> None:
+    idx = index_dicom(_qa() / "wg04", jobs=1)
+    assert idx.n_files == 4 * 8 + 1  # 4 images x (REF + 7 syntaxes) + LICENSE.txt
+    assert [p.name for p, _ in idx.skipped] == ["LICENSE.txt"]
+    # copies sharing a SeriesInstanceUID are split into ORIGINAL / DERIVED (lossy) parts;
+    # the J2KI copies carry their own UIDs
+    assert len(idx.series) == 11
+    assert sum(s.key.endswith("#type2") for s in idx.series) == 3
+    assert all(s.n_slices == 1 for s in idx.series)
+
+
+# ---------------------------------------------------------------------------- dcm2niix references
+
+
+@needs_data
+@pytest.mark.parametrize("echo", [1, 2])
+def test_pdt2_dual_echo_split_matches_dcm2niix(echo: int) -> None:
+    idx = index_dicom(_qa() / "dcm_qa_pdt2" / "In", jobs=1)
+    assert len(idx.series) == 2
+    (info,) = [s for s in idx.series if s.key.endswith(f"#echo{echo}")]
+    assert info.n_slices == 35
+    ref = _qa() / "dcm_qa_pdt2" / "Ref" / f"Siemens_pd+t2_tse_sag_ISO_1.8mm_3_e{echo}.nii"
+    sidecar = json.loads(ref.with_suffix(".json").read_text())
+    assert info.echo_time_ms == pytest.approx(sidecar["EchoTime"] * 1000)
+    _compare(load_series(info), ref)
+
+
+@needs_data
+def test_siemens_xa10_enhanced_matches_dcm2niix_first_volume() -> None:
+    info = _one(_qa() / "dcm_qa_enh" / "In" / "Siemens")
+    assert info.is_enhanced and info.n_slices == 6 and info.n_frames == 24
+    vol = load_series(info)
+    assert any("first volume" in w for w in vol.meta["warnings"])
+    _compare(vol, _qa() / "dcm_qa_enh" / "Ref" / "Siemens_REST1_w_SMS_PF7-8_6.nii")
+
+
+@needs_data
+@pytest.mark.parametrize(("frame_type", "ref_name"), [
+    ("M", "Philips_WIP_B0_NS_801_e1"),
+    ("FIELD_MAP", "Philips_WIP_B0_NS_801_e2_fieldmaphz"),
+])
+def test_philips_enhanced_fieldmap_matches_dcm2niix(frame_type: str, ref_name: str) -> None:
+    idx = index_dicom(_qa() / "dcm_qa_enh" / "In" / "Philips", jobs=1)
+    assert len(idx.series) == 2  # magnitude and field map frames of one file are split
+    (info,) = [s for s in idx.series if s.image_type[-1] == frame_type]
+    assert info.is_enhanced and info.n_slices == 32
+    ref = _qa() / "dcm_qa_enh" / "Ref" / f"{ref_name}.nii"
+    sidecar = json.loads(ref.with_suffix(".json").read_text())
+    philips_fp = 1.0 / (sidecar["PhilipsRescaleSlope"] * sidecar["PhilipsScaleSlope"])
+    _compare(load_series(info), ref, scale=philips_fp, rtol=2e-5)
+
+
+@needs_data
+def test_siemens_mosaics_are_refused_clearly() -> None:
+    idx = index_dicom(_qa() / "dcm_qa" / "In", jobs=1)
+    refs = sorted((_qa() / "dcm_qa" / "Ref").glob("*.nii"))
+    assert len(idx.series) == len(refs) == 21
+    for info in idx.series:
+        assert info.is_mosaic
+        with pytest.raises(DicomReadError, match="mosaic"):
+            load_series(info)
+
+
+@needs_data
+def test_whole_collection_indexes_without_crashing() -> None:
+    idx = index_dicom(_qa(), jobs=1)
+    assert idx.n_files > 150
+    failures = []
+    for info in idx.series:
+        try:
+            load_series(info)
+        except BmesegError:
+            pass
+        except Exception as exc:  # anything else is a bug
+            failures.append(f"{info.label}: {type(exc).__name__}: {exc}")
+    assert failures == []
