@@ -215,7 +215,54 @@ class _Common:
 # --------------------------------------------------------------------------- small value helpers
 
 
+# Top-level tags with plain ASCII values that the indexer decodes itself from the raw
+# bytes: pydicom's general value conversion dominates header-reading time otherwise.
+_FAST_VR = {
+    "SOPClassUID": "UI", "StudyInstanceUID": "UI", "SeriesInstanceUID": "UI", "FrameOfReferenceUID": "UI",
+    "SeriesNumber": "IS", "InstanceNumber": "IS", "AcquisitionNumber": "IS", "NumberOfFrames": "IS",
+    "EchoNumbers": "IS", "TemporalPositionIdentifier": "IS", "Modality": "CS", "ScanningSequence": "CS",
+    "SequenceVariant": "CS", "ScanOptions": "CS", "ImageType": "CS", "StudyDate": "DA",
+    "MagneticFieldStrength": "DS", "RepetitionTime": "DS", "EchoTime": "DS", "InversionTime": "DS",
+    "FlipAngle": "DS", "ImageOrientationPatient": "DS", "ImagePositionPatient": "DS", "PixelSpacing": "DS",
+    "SliceThickness": "DS", "Rows": "US", "Columns": "US", "BitsAllocated": "US", "SamplesPerPixel": "US",
+}
+
+
+@functools.cache
+def _fast_tags() -> dict[str, int]:
+    from pydicom.datadict import tag_for_keyword
+
+    return {kw: int(tag_for_keyword(kw) or 0) for kw in _FAST_VR}
+
+
+def _raw_value(ds: Any, keyword: str) -> Any:
+    """Decode a raw (unconverted) ASCII/US element; ``NotImplemented`` when not applicable."""
+    tag = _fast_tags().get(keyword)
+    if tag is None or tag not in ds:
+        return NotImplemented
+    elem = ds.get_item(tag)
+    if not getattr(elem, "is_raw", False) or elem.value is None:
+        return NotImplemented
+    raw: bytes = elem.value
+    if _FAST_VR[keyword] == "US":
+        if len(raw) < 2:
+            return None
+        return int.from_bytes(raw[:2], "little" if elem.is_little_endian else "big")
+    text = raw.decode("ascii", "replace").strip(" \x00")
+    if not text:
+        return None
+    parts = [t.strip(" \x00") for t in text.split("\\")]
+    return parts[0] if len(parts) == 1 else parts
+
+
 def _get(ds: Any, keyword: str, default: Any = None) -> Any:
+    if keyword in _FAST_VR and ds is not None:
+        try:
+            fast = _raw_value(ds, keyword)
+        except Exception:
+            fast = NotImplemented
+        if fast is not NotImplemented:
+            return default if fast is None else fast
     try:
         value = ds.get(keyword, default)
     except Exception:  # a malformed value (bad DS/IS) is treated as missing
@@ -624,17 +671,47 @@ def _read_all(
                 out.extend(res)
                 _advance(bar, len(res), len(out), len(paths))
         else:
-            import multiprocessing as mp
-
-            ctx = mp.get_context("forkserver" if os.name == "posix" else "spawn")
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-                for res in pool.map(_read_chunk, chunks):
-                    out.extend(res)
-                    _advance(bar, len(res), len(out), len(paths))
+            for res in _pool_map(chunks, jobs):
+                out.extend(res)
+                _advance(bar, len(res), len(out), len(paths))
     finally:
         if bar is not None:
             bar.close()
     return out
+
+
+def _pool_map(
+    chunks: list[list[str]], jobs: int
+) -> Iterator[list[tuple[str, list[_Frame], str | None]]]:
+    """Read chunks in worker processes; fall back to this process if no pool can run.
+
+    ``fork`` is used on Linux when this process runs no other thread (cheap, and it
+    needs no importable ``__main__``); otherwise ``forkserver``/``spawn``, which need
+    the main module to be importable (not the case for ``python -`` or some REPLs).
+    """
+    import multiprocessing as mp
+    import sys
+    import threading
+    from concurrent.futures.process import BrokenProcessPool
+
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if sys.platform.startswith("linux") and threading.active_count() == 1:
+        method = "fork"
+    elif main_file is None or not os.path.exists(main_file):
+        logger.info("reading headers in-process: worker processes cannot re-import __main__ here")
+        yield from map(_read_chunk, chunks)
+        return
+    else:
+        method = "forkserver" if os.name == "posix" else "spawn"
+    done = 0
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context(method)) as pool:
+            for res in pool.map(_read_chunk, chunks):
+                done += 1
+                yield res
+    except (BrokenProcessPool, OSError) as exc:
+        logger.warning("worker processes failed (%s); reading the remaining headers in-process", exc)
+        yield from map(_read_chunk, chunks[done:])
 
 
 def _progress_bar(total: int) -> Any:
