@@ -50,6 +50,10 @@ class MarrowSettings:
     body_shell_mm: float = 6.0
     # closing radius that re-includes lesions which break the fatty-marrow region open
     closing_mm: float = 5.0
+    # cortex-like: T1 below this fraction of the body's low (P20, muscle-like) T1 level and dark on STIR
+    cortex_t1_level: float = 0.6
+    # how far from the fatty marrow (mm) to look for the bone's own cortical ring
+    cortex_search_mm: float = 6.0
     # erosion away from the cortex, to avoid chemical-shift / partial-volume rims
     cortex_margin_mm: float = 0.0
     max_bones: int = 6
@@ -177,6 +181,8 @@ def _validate(s: PipelineSettings) -> None:
     check(0 < m.stir_fat_level < 1, "marrow.stir_fat_level", "must be in (0, 1)")
     check(m.min_bone_ml > 0, "marrow.min_bone_ml", "must be > 0")
     check(m.closing_mm >= 0, "marrow.closing_mm", "must be >= 0")
+    check(0 < m.cortex_t1_level < 1, "marrow.cortex_t1_level", "must be in (0, 1)")
+    check(m.cortex_search_mm > 0, "marrow.cortex_search_mm", "must be > 0")
     check(m.max_bones >= 1, "marrow.max_bones", "must be >= 1")
     e = s.edema
     check(e.stir_tukey_k >= 0, "edema.stir_tukey_k", "must be >= 0")

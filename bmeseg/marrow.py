@@ -132,21 +132,30 @@ def find_marrow(
     min_vox = max(1, round(s.min_bone_ml / vox_ml))
     comps = largest_components(fat_open, n=s.max_bones, min_voxels=min_vox)
 
+    # cortex: dark on both images (PD ~0.05, T2 ~1 ms); it encloses the cavity even where a
+    # lesion has replaced the fat right up to the subchondral plate
+    cortex = body & (a < s.cortex_t1_level * t_lo) & (b < s_thr)
+    levels["cortex_t1_threshold"] = s.cortex_t1_level * t_lo
+
     bones = np.zeros(a.shape, np.int32)
     se = ball(s.closing_mm, spacing)
-    pad = tuple(int(x) + 2 for x in np.array(se.shape) // 2)
+    near_se = ball(s.cortex_search_mm, spacing)
+    pad = tuple(int(x) + 2 for x in np.maximum(np.array(se.shape), np.array(near_se.shape)) // 2)
     for label in range(1, int(comps.max()) + 1):
         comp = comps == label
         box = bbox_slices(comp, pad)
         assert box is not None
-        sub = comp[box]
-        closed = ndi.binary_closing(np.pad(sub, [(p, p) for p in pad]), structure=se)
-        closed = closed[tuple(slice(p, -p) for p in pad)]
-        closed = fill_holes_per_slice(closed)
-        closed = np.asarray(ndi.binary_fill_holes(closed))
-        # closing may not claim voxels outside the body or other bones' voxels
+        sub = np.pad(comp[box], [(p, p) for p in pad])
+        unpad = tuple(slice(p, -p) for p in pad)
+        closed = ndi.binary_closing(sub, structure=se)[unpad]
+        # the bone's own cortical ring, found near its fatty marrow, closes the holes that
+        # lesions bite into the fatty region; filling per slice cannot leak through a gap
+        ring = ndi.binary_dilation(sub, structure=near_se)[unpad] & cortex[box]
+        enclosed = fill_holes_per_slice(closed | ring) & ~ring
+        enclosed = np.asarray(ndi.binary_fill_holes(enclosed | closed))
+        # never claim voxels outside the body or already given to another bone
         region = bones[box]
-        claim = closed & body[box] & (region == 0)
+        claim = enclosed & body[box] & (region == 0)
         region[claim] = label
     normal = fat & (bones > 0)
     return MarrowResult(bones, normal, levels)

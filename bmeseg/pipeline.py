@@ -120,7 +120,7 @@ def load_pair(inp: StudyInput, timings: dict[str, float] | None = None) -> tuple
     with _timed(timings, "index"):
         index = index_dicom(root)
     for path, why in index.skipped:
-        if "not DICOM" not in why:
+        if "not a DICOM" not in why:
             notes.append(f"skipped {path}: {why}")
     with _timed(timings, "select"):
         pair = choose_pair(index.series, t1=inp.t1, fluid=inp.stir, source=str(root))

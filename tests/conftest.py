@@ -46,3 +46,45 @@ def make_info(**kw: Any) -> Any:
     if "key" not in kw:
         base["key"] = base["series_instance_uid"]
     return SeriesInfo(**base)
+
+
+def tiny_pair(
+    *, seed: int = 0, lesion: bool = True, shape: tuple[int, int, int] = (64, 56, 20),
+    spacing: tuple[float, float, float] = (1.0, 1.2, 3.0), flip_i: bool = True,
+) -> tuple[Any, Any, Any]:
+    """A small seeded T1 + STIR pair on one grid: body of muscle with subcutaneous fat, one bone
+    (cortex + fatty marrow), optionally a subchondral-ish lesion. Unequal spacing and a flipped i axis.
+
+    Returns ``(t1, stir, truth)`` Volumes; ``truth`` is the boolean lesion mask.
+    """
+    import numpy as np
+
+    from bmeseg.volume import Geometry, Volume
+
+    rng = np.random.default_rng(seed)
+    direction = np.diag([-1.0 if flip_i else 1.0, 1.0, 1.0])
+    g = Geometry(shape, spacing, (30.0, -20.0, -25.0), direction)
+    ii, jj, kk = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    p = g.index_to_lps(np.stack([ii, jj, kk], -1).astype(float))
+    centre = g.index_to_lps(np.array([(n - 1) / 2 for n in shape]))
+    d = p - centre
+    r_body = np.sqrt((d[..., 0] / 28) ** 2 + (d[..., 1] / 30) ** 2)
+    r_bone = np.sqrt((d[..., 0] / 13) ** 2 + (d[..., 1] / 15) ** 2 + (d[..., 2] / 26) ** 2)
+    body = r_body < 1.0
+    subcut = body & (r_body > 0.82)
+    bone = r_bone < 1.0
+    marrow = r_bone < 0.85
+    # tissue signals (T1, STIR) in arbitrary units
+    t1 = np.where(body, 400.0, 0.0)
+    stir = np.where(body, 300.0, 0.0)
+    t1[subcut], stir[subcut] = 1000.0, 60.0
+    t1[bone], stir[bone] = 60.0, 40.0  # cortex: dark on both
+    t1[marrow], stir[marrow] = 900.0, 80.0
+    truth = np.zeros(shape, bool)
+    if lesion:
+        c = centre + np.array([4.0, 6.0, 6.0])
+        truth = marrow & (np.linalg.norm((p - c) / np.array([5.0, 5.0, 8.0]), axis=-1) < 1.0)
+        t1[truth], stir[truth] = 350.0, 330.0
+    t1 = np.abs(t1 + rng.normal(0, 25, shape))
+    stir = np.abs(stir + rng.normal(0, 12, shape))
+    return (Volume(t1.astype(np.float32), g), Volume(stir.astype(np.float32), g), Volume(truth, g))
