@@ -425,3 +425,36 @@ def test_single_file_root_and_missing_root(tmp_path: Path) -> None:
     with pytest.raises(DicomReadError, match="no such"):
         index_dicom(tmp_path / "nope")
     shutil.rmtree(tmp_path)
+
+
+def test_convert_dicom_writes_nifti_and_sidecar(tmp_path: Path) -> None:
+    import json
+
+    from bmeseg.errors import OutputExistsError
+    from bmeseg.io.convert import convert_dicom
+    from bmeseg.io.nifti import read_nifti
+
+    vol = _volume((8, 6, 5))
+    uid = new_uid("convert")
+    _write(vol, tmp_path / "in", names=[f"a{k}" for k in range(5)], series_uid=uid, echo_number=1,
+           echo_time_ms=11.0, series_description="pd+t2 tse/sag", inversion_time_ms=None)
+    _write(vol, tmp_path / "in", names=[f"b{k}" for k in range(5)], series_uid=uid, echo_number=2,
+           echo_time_ms=92.0, series_description="pd+t2 tse/sag")
+    _write(_volume((8, 6, 2)), tmp_path / "in" / "epi", series_number=9, series_description="ep2d",
+           image_type=("ORIGINAL", "PRIMARY", "M", "MOSAIC"))  # refused, so not converted
+    out = convert_dicom(tmp_path / "in", tmp_path / "out")
+    assert [p.name for p in out] == ["3_pd_t2_tse_sag_echo1.nii.gz", "3_pd_t2_tse_sag_echo2.nii.gz"]
+    back = read_nifti(out[1])
+    np.testing.assert_allclose(back.affine, vol.affine, atol=1e-4)
+    np.testing.assert_allclose(back.array, vol.array, atol=_quantum(vol))
+    side = json.loads((tmp_path / "out" / "3_pd_t2_tse_sag_echo2.json").read_text())
+    assert side["EchoTime"] == pytest.approx(0.092)
+    assert side["RepetitionTime"] == pytest.approx(0.6)
+    assert side["SeriesNumber"] == 3
+    assert side["SeriesInstanceUID"] == uid
+    assert side["ImageType"] == ["ORIGINAL", "PRIMARY", "M", "ND"]
+    assert side["MagneticFieldStrength"] == 1.5
+    assert "InversionTime" not in side
+    with pytest.raises(OutputExistsError):
+        convert_dicom(tmp_path / "in", tmp_path / "out")
+    assert len(convert_dicom(tmp_path / "in", tmp_path / "out", overwrite=True)) == 2
