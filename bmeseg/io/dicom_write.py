@@ -67,6 +67,7 @@ def write_dicom_series(
     study_date: str = "20260101",
     file_names: list[str] | None = None,
     signed: bool = False,
+    uid_seed: str | None = None,
 ) -> list[Path]:
     """Write ``vol`` as one file per slice (``k`` index) into ``out_dir``.
 
@@ -82,6 +83,8 @@ def write_dicom_series(
         One name per slice (lets tests shuffle names); default ``IM_0001.dcm``...
     signed : bool
         Store as signed 16-bit (PixelRepresentation 1).
+    uid_seed : str, optional
+        Makes the SOPInstanceUIDs deterministic (reproducible generated studies).
 
     Returns
     -------
@@ -89,7 +92,7 @@ def write_dicom_series(
         The files written, in slice order.
     """
     from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, PYDICOM_IMPLEMENTATION_UID
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, MRImageStorage
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -98,7 +101,7 @@ def write_dicom_series(
     names = file_names or [f"IM_{k + 1:04d}.dcm" for k in range(nk)]
     if len(names) != nk:
         raise ValueError(f"need {nk} file names; got {len(names)}")
-    series_uid = series_uid or new_uid()
+    series_uid_str: str = series_uid or new_uid()
 
     data = np.asarray(vol.array, dtype=np.float64)
     lo, hi = float(np.nanmin(data)), float(np.nanmax(data))
@@ -113,7 +116,7 @@ def write_dicom_series(
     col_dir = g.direction[:, 1]
     files: list[Path] = []
     for k in range(nk):
-        sop_uid = new_uid()
+        sop_uid = UID(new_uid(None if uid_seed is None else f"{uid_seed}.{series_uid_str}.{k}"))
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = MRImageStorage
         meta.MediaStorageSOPInstanceUID = sop_uid
@@ -129,7 +132,7 @@ def write_dicom_series(
         ds.PatientID = patient_id
         ds.StudyDate = study_date
         ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
+        ds.SeriesInstanceUID = series_uid_str
         ds.FrameOfReferenceUID = frame_of_reference_uid
         ds.SeriesNumber = acq.series_number
         ds.InstanceNumber = k + 1

@@ -29,7 +29,7 @@ def read_nifti(path: str | os.PathLike[str], *, dtype: Any = np.float32) -> Volu
     if not p.is_file():
         raise InputError(f"{p}: no such NIfTI file")
     try:
-        img = nib.load(str(p))
+        img: Any = nib.load(str(p))
         data = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel raises many types for bad files
         raise InputError(f"{p}: cannot read as NIfTI ({exc})") from exc
