@@ -250,6 +250,8 @@ def _write_outputs(result: StudyResult, out: Path, *, force: bool) -> None:
         write_nifti(g.with_array(result.marrow.bones.astype(np.uint8)), tmp / "marrow_mask.nii.gz")
         write_nifti(g.with_array(result.stir.array.astype(np.float32)), tmp / "stir.nii.gz")
         write_nifti(result.t1.with_array(result.t1.array.astype(np.float32)), tmp / "t1_registered.nii.gz")
+        # -- report tables and DICOM SEG (issue D) go here: write into tmp, list names in OUTPUT_FILES --
+        # -- QA pictures (issue F) go here: write into tmp, list names in OUTPUT_FILES --
         if force and (out / "report.json").exists():
             (out / "report.json").unlink()  # an old report must not vouch for new files
         for name in OUTPUT_FILES:
