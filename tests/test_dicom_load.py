@@ -260,12 +260,50 @@ def test_signed_pixels_and_per_slice_rescale(tmp_path: Path) -> None:
     np.testing.assert_allclose(out.affine, vol.affine, atol=1e-4)
 
 
-def test_mosaic_is_detected_and_refused(tmp_path: Path) -> None:
-    _write(_volume((8, 6, 2)), tmp_path, image_type=("ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"))
-    info = _only(tmp_path)
-    assert info.is_mosaic
+def _to_mosaic(vol: Volume, files: list[Path], out: Path) -> Path:
+    """Tile a classic series into one Siemens-style mosaic (no CSA header: normal = row x col)."""
+    dss = [pydicom.dcmread(f) for f in files]
+    n = len(dss)
+    grid = int(np.ceil(np.sqrt(n)))
+    rows, cols = int(dss[0].Rows), int(dss[0].Columns)
+    mosaic = np.zeros((grid * rows, grid * cols), np.uint16)
+    for k, d in enumerate(dss):
+        mosaic[(k // grid) * rows : (k // grid + 1) * rows, (k % grid) * cols : (k % grid + 1) * cols] = d.pixel_array
+    ds = dss[0]
+    g = vol.geometry
+    row_spacing, col_spacing = g.spacing_mm[1], g.spacing_mm[0]
+    corner = (np.asarray(ds.ImagePositionPatient, float)
+              - g.direction[:, 0] * col_spacing * (grid * cols - cols) / 2
+              - g.direction[:, 1] * row_spacing * (grid * rows - rows) / 2)
+    ds.ImagePositionPatient = [float(v) for v in corner]
+    ds.Rows, ds.Columns = grid * rows, grid * cols
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"]
+    ds.private_block(0x0019, "SIEMENS MR HEADER", create=True).add_new(0x0A, "US", n)
+    ds.PixelData = mosaic.tobytes()
+    ds.save_as(out)
+    return out
+
+
+def test_mosaic_is_unpacked(tmp_path: Path) -> None:
+    vol = _volume((8, 6, 7))
+    files = _write(vol, tmp_path / "classic")
+    _to_mosaic(vol, files, tmp_path / "mosaic.dcm")
+    info = _only(tmp_path / "mosaic.dcm")
+    assert info.is_mosaic and info.n_slices == 7
+    out = load_series(info)
+    np.testing.assert_allclose(out.affine, vol.affine, atol=1e-4)
+    np.testing.assert_allclose(out.array, vol.array, atol=_quantum(vol))
+
+
+def test_mosaic_without_count_is_refused(tmp_path: Path) -> None:
+    vol = _volume((8, 6, 4))
+    files = _write(vol, tmp_path / "classic")
+    _to_mosaic(vol, files, tmp_path / "mosaic.dcm")
+    ds = pydicom.dcmread(tmp_path / "mosaic.dcm")
+    del ds[0x0019100A]
+    ds.save_as(tmp_path / "mosaic.dcm")
     with pytest.raises(DicomReadError, match="mosaic"):
-        load_series(info)
+        load_series(_only(tmp_path / "mosaic.dcm"))
 
 
 def test_rle_copy_decodes_exactly(tmp_path: Path) -> None:
@@ -440,8 +478,8 @@ def test_convert_dicom_writes_nifti_and_sidecar(tmp_path: Path) -> None:
            echo_time_ms=11.0, series_description="pd+t2 tse/sag", inversion_time_ms=None)
     _write(vol, tmp_path / "in", names=[f"b{k}" for k in range(5)], series_uid=uid, echo_number=2,
            echo_time_ms=92.0, series_description="pd+t2 tse/sag")
-    _write(_volume((8, 6, 2)), tmp_path / "in" / "epi", series_number=9, series_description="ep2d",
-           image_type=("ORIGINAL", "PRIMARY", "M", "MOSAIC"))  # refused, so not converted
+    missing = _write(_volume((8, 6, 4)), tmp_path / "in" / "gap", series_number=9, series_description="gap")
+    missing[1].unlink()  # a series with a missing slice is logged and not converted
     out = convert_dicom(tmp_path / "in", tmp_path / "out")
     assert [p.name for p in out] == ["3_pd_t2_tse_sag_echo1.nii.gz", "3_pd_t2_tse_sag_echo2.nii.gz"]
     back = read_nifti(out[1])

@@ -19,8 +19,8 @@ What is compared, honestly:
   DICOM rescaled values. The test converts with the JSON factors and compares to
   2e-5 of the value range (dcm2niix's slope for the field map is 0.24420166 where
   the DICOM factors give 0.24420024: a 6e-6 relative difference in its arithmetic).
-* Siemens mosaics (dcm_qa EPI) are refused by design; the test checks that the
-  refusal is a DicomReadError that says so.
+* Siemens mosaics (dcm_qa EPI, 2 time points each) are unpacked; the first time
+  point is compared with dcm2niix's first volume.
 """
 
 from __future__ import annotations
@@ -178,15 +178,29 @@ def test_philips_enhanced_fieldmap_matches_dcm2niix(frame_type: str, ref_name: s
     _compare(load_series(info), ref, scale=philips_fp, rtol=2e-5)
 
 
+def _dcm_qa_series() -> list[tuple[int, str]]:
+    if QA is None:
+        return []
+    return sorted(
+        (int(p.stem.rsplit("_", 1)[1]), p.name) for p in (QA / "dcm_qa" / "Ref").glob("*.nii")
+    )
+
+
 @needs_data
-def test_siemens_mosaics_are_refused_clearly() -> None:
+def test_dcm_qa_indexes_every_mosaic_series() -> None:
     idx = index_dicom(_qa() / "dcm_qa" / "In", jobs=1)
-    refs = sorted((_qa() / "dcm_qa" / "Ref").glob("*.nii"))
-    assert len(idx.series) == len(refs) == 21
-    for info in idx.series:
-        assert info.is_mosaic
-        with pytest.raises(DicomReadError, match="mosaic"):
-            load_series(info)
+    assert sorted(s.series_number for s in idx.series) == [n for n, _ in _dcm_qa_series()]
+    assert all(s.is_mosaic and s.n_slices in (35, 36) for s in idx.series)
+
+
+@needs_data
+@pytest.mark.parametrize(("series_number", "ref_name"), _dcm_qa_series())
+def test_siemens_mosaic_matches_dcm2niix(series_number: int, ref_name: str) -> None:
+    # axial/coronal/sagittal, ascending/descending/interleaved EPI mosaics, two of them
+    # JPEG-lossless / JPEG 2000 compressed; two time points each (the first is compared)
+    idx = index_dicom(_qa() / "dcm_qa" / "In", jobs=1)
+    (info,) = [s for s in idx.series if s.series_number == series_number]
+    _compare(load_series(info), _qa() / "dcm_qa" / "Ref" / ref_name)
 
 
 @needs_data

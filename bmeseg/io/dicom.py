@@ -29,8 +29,9 @@ Rules applied by :func:`load_series`
   different images at one position raises :class:`~bmeseg.errors.DicomReadError`.
 * RescaleSlope/RescaleIntercept are applied per slice (per frame for enhanced
   files, from the Pixel Value Transformation functional group).
-* Siemens mosaics are detected at index time (``is_mosaic``) and refused at
-  load time with a :class:`~bmeseg.errors.DicomReadError`.
+* Siemens mosaics are detected at index time (``is_mosaic``) and cut into
+  slices at load time (tile count from NumberOfImagesInMosaic or the CSA
+  header, slice direction from the CSA SliceNormalVector).
 
 Warnings about the data go to ``Volume.meta["warnings"]`` (and the log).
 """
@@ -210,6 +211,7 @@ class _Common:
     study_date: str
     is_enhanced: bool
     is_mosaic: bool
+    mosaic_n: int | None = None  # Siemens NumberOfImagesInMosaic (0019,100A)
 
 
 # --------------------------------------------------------------------------- small value helpers
@@ -456,6 +458,7 @@ def _frames_from_header(
         study_date=_str(_get(ds, "StudyDate")),
         is_enhanced=is_enhanced,
         is_mosaic=is_mosaic,
+        mosaic_n=_mosaic_count(ds) if is_mosaic else None,
     )
     instance = _int(_get(ds, "InstanceNumber"))
     acq = _int(_get(ds, "AcquisitionNumber"))
@@ -513,6 +516,17 @@ def _frames_from_header(
             )
         )
     return frames
+
+
+def _mosaic_count(ds: Any) -> int | None:
+    """Siemens (0019,100A) NumberOfImagesInMosaic, whatever VR the reader gave it."""
+    elem = ds.get(0x0019100A)
+    if elem is None:
+        return None
+    value = elem.value
+    if isinstance(value, bytes):
+        return int.from_bytes(value[:2], "little") if len(value) >= 2 else None
+    return _int(value)
 
 
 def _enhanced_frame_geometry(
@@ -825,7 +839,7 @@ def _series_info(key: str, uid: str, fs: list[_Frame]) -> SeriesInfo:
         columns=first.columns,
         pixel_spacing_mm=first.pixel_spacing,
         slice_thickness_mm=first.slice_thickness,
-        n_slices=len(positions) if positions else len(fs),
+        n_slices=(len(positions) if positions else len(fs)) * (c.mosaic_n or 1),
         frame_of_reference_uid=c.frame_of_reference_uid,
         patient_id=c.patient_id,
         study_date=c.study_date,
@@ -872,8 +886,8 @@ def load_series(info: SeriesInfo) -> Volume:
     Raises
     ------
     DicomReadError
-        Unreadable files, mosaics, undecodable pixels, conflicting images at
-        one position.
+        Unreadable files, mosaics that cannot be unpacked, undecodable pixels,
+        conflicting images at one position.
     GeometryError
         Missing slices / non-uniform spacing, sheared or tilted stacks,
         inconsistent orientation or pixel spacing.
@@ -881,11 +895,6 @@ def load_series(info: SeriesInfo) -> Volume:
         Compressed pixel data whose codec is not installed.
     """
     label = info.label
-    if info.is_mosaic:
-        raise DicomReadError(
-            f"series {label}: Siemens mosaic images (ImageType MOSAIC) are not supported; "
-            "convert the series with dcm2niix first"
-        )
     if not info.files:
         raise DicomReadError(f"series {label}: no files")
     warnings: list[str] = list(info.warnings)
@@ -934,6 +943,8 @@ def _decode_file(path: Path, frames: tuple[int, ...], label: str) -> list[_Slice
     if (_int(_get(ds, "SamplesPerPixel")) or 1) != 1:
         raise DicomReadError(f"series {label}: {path} is a colour image; bmeseg needs grey-scale MR")
     pixels = _pixel_array(ds, path, label)
+    if "MOSAIC" in _strs(_get(ds, "ImageType")):
+        return _unpack_mosaic(ds, pixels, path, label)
     shared = _seq_item(ds, "SharedFunctionalGroupsSequence")
     per_frame = _get(ds, "PerFrameFunctionalGroupsSequence")
     n_frames = _int(_get(ds, "NumberOfFrames")) or 1
@@ -997,6 +1008,81 @@ def _decode_file(path: Path, frames: tuple[int, ...], label: str) -> list[_Slice
                 (ps[0], ps[1]),
                 (tpos or acq, instance, str(path), f),
                 f"{path}[frame {f + 1}]",
+            )
+        )
+    return out
+
+
+def _mosaic_csa(ds: Any) -> tuple[int | None, NDArray[np.float64] | None]:
+    """(NumberOfImagesInMosaic, SliceNormalVector) from the Siemens CSA image header."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            # nibabel.nicom warns on import that its DICOM readers are experimental;
+            # only its CSA header parser is used here
+            warnings.simplefilter("ignore", UserWarning)
+            from nibabel.nicom import csareader
+
+        csa = csareader.get_csa_header(ds, "image")
+        if not csa:
+            return None, None
+        n = csareader.get_n_mosaic(csa)
+        normal = csareader.get_slice_normal(csa)
+        return (None if n is None else int(n)), (None if normal is None else np.asarray(normal, float))
+    except Exception as exc:  # a damaged private header: fall back to public tags
+        logger.debug("cannot parse Siemens CSA header: %s", exc)
+        return None, None
+
+
+def _unpack_mosaic(ds: Any, pixels: NDArray[Any], path: Path, label: str) -> list[_Slice]:
+    """Cut a Siemens mosaic into slices, each with its true position.
+
+    The mosaic's ImagePositionPatient is the corner of the whole tiled image; the
+    first slice's corner is shifted by half the size difference between mosaic
+    and tile. Slices follow the CSA SliceNormalVector (which may point against
+    ``row x col``, e.g. sagittal), spaced by SpacingBetweenSlices.
+    """
+    csa_n, csa_normal = _mosaic_csa(ds)
+    n = _mosaic_count(ds) or csa_n
+    iop = _floats(_get(ds, "ImageOrientationPatient"), 6)
+    ipp = _floats(_get(ds, "ImagePositionPatient"), 3)
+    ps = _floats(_get(ds, "PixelSpacing"), 2)
+    spacing = _float(_get(ds, "SpacingBetweenSlices")) or _float(_get(ds, "SliceThickness"))
+    if not n or iop is None or ipp is None or ps is None or not spacing:
+        raise DicomReadError(
+            f"series {label}: {path} is a Siemens mosaic without NumberOfImagesInMosaic, "
+            "orientation, position or slice spacing; cannot unpack it"
+        )
+    row, col = _orthonormal_pair(np.asarray(iop), label)
+    normal = np.cross(row, col)
+    if csa_normal is not None and float(csa_normal @ normal) < 0:
+        normal = -normal
+    grid = int(np.ceil(np.sqrt(n)))
+    rows, cols = pixels.shape[-2] // grid, pixels.shape[-1] // grid
+    corner = (
+        np.asarray(ipp)
+        + row * ps[1] * (pixels.shape[-1] - cols) / 2.0
+        + col * ps[0] * (pixels.shape[-2] - rows) / 2.0
+    )
+    slope, intercept = _float(_get(ds, "RescaleSlope")), _float(_get(ds, "RescaleIntercept"))
+    base = (
+        _int(_get(ds, "AcquisitionNumber")) or 0,
+        _int(_get(ds, "InstanceNumber")) or 0,
+        str(path),
+    )
+    out = []
+    for k in range(n):
+        r0, c0 = (k // grid) * rows, (k % grid) * cols
+        tile = pixels.reshape(pixels.shape[-2:])[r0 : r0 + rows, c0 : c0 + cols]
+        out.append(
+            _Slice(
+                _rescale(tile, slope, intercept),
+                np.asarray(iop),
+                corner + k * spacing * normal,
+                (ps[0], ps[1]),
+                (*base, k),
+                f"{path}[mosaic tile {k + 1}]",
             )
         )
     return out
