@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from .errors import InputError, OutputExistsError
 from .marrow import MarrowResult, find_marrow
 from .measure import Measurements, measure
 from .volume import Volume
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .io.dicom import SeriesInfo
 
 __all__ = ["OUTPUT_FILES", "StudyInput", "StudyResult", "detect", "load_pair", "run_study"]
 
@@ -42,21 +45,24 @@ class StudyInput:
     """What to process: a DICOM folder (with optional series selectors) or a NIfTI pair.
 
     ``t1`` / ``stir`` are series selectors (number, UID, description) when
-    ``dicom_dir`` is given, and NIfTI file paths otherwise.
+    ``dicom_dir`` is given, and NIfTI file paths otherwise. ``series`` (the
+    already indexed series of one study, e.g. from a cohort-wide
+    :func:`~bmeseg.io.dicom.index_dicom`) replaces indexing ``dicom_dir``.
     """
 
     dicom_dir: Path | None = None
     t1: str | None = None
     stir: str | None = None
     bone_mask: Path | None = None
+    series: tuple[SeriesInfo, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.dicom_dir is None and (self.t1 is None or self.stir is None):
+        if self.dicom_dir is None and self.series is None and (self.t1 is None or self.stir is None):
             raise InputError("give a DICOM folder, or both --t1 and --stir NIfTI files")
 
     @property
     def is_dicom(self) -> bool:
-        return self.dicom_dir is not None
+        return self.dicom_dir is not None or self.series is not None
 
 
 @dataclass
@@ -81,6 +87,10 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
     t0 = time.perf_counter()
     try:
         yield
+    except BaseException as exc:
+        if not hasattr(exc, "bmeseg_stage"):  # innermost stage wins; read by bmeseg.batch
+            exc.bmeseg_stage = stage  # type: ignore[attr-defined]
+        raise
     finally:
         timings[stage] = round(timings.get(stage, 0.0) + time.perf_counter() - t0, 4)
 
@@ -102,7 +112,7 @@ def load_pair(inp: StudyInput, timings: dict[str, float] | None = None) -> tuple
     """Load the T1 and fluid-sensitive volumes (native grids) and any notes about the choice."""
     timings = {} if timings is None else timings
     notes: list[str] = []
-    if inp.dicom_dir is None:
+    if inp.dicom_dir is None and inp.series is None:
         from .io.nifti import read_nifti
 
         assert inp.t1 is not None and inp.stir is not None
@@ -114,16 +124,23 @@ def load_pair(inp: StudyInput, timings: dict[str, float] | None = None) -> tuple
     from .io.dicom import index_dicom, load_series
     from .series import choose_pair
 
-    root = Path(inp.dicom_dir)
-    if not root.is_dir():
-        raise InputError(f"{root}: not a folder")
-    with _timed(timings, "index"):
-        index = index_dicom(root)
-    for path, why in index.skipped:
-        if "not a DICOM" not in why:
-            notes.append(f"skipped {path}: {why}")
+    if inp.series is not None:
+        series = inp.series
+        source = str(inp.dicom_dir) if inp.dicom_dir is not None else (
+            f"study {series[0].study_instance_uid}" if series else "study")
+    else:
+        assert inp.dicom_dir is not None
+        root = Path(inp.dicom_dir)
+        if not root.is_dir():
+            raise InputError(f"{root}: not a folder")
+        with _timed(timings, "index"):
+            index = index_dicom(root)
+        for path, why in index.skipped:
+            if "not a DICOM" not in why:
+                notes.append(f"skipped {path}: {why}")
+        series, source = index.series, str(root)
     with _timed(timings, "select"):
-        pair = choose_pair(index.series, t1=inp.t1, fluid=inp.stir, source=str(root))
+        pair = choose_pair(series, t1=inp.t1, fluid=inp.stir, source=source)
     notes.extend(pair.notes)
     with _timed(timings, "load"):
         t1 = load_series(pair.t1).replace_meta(
