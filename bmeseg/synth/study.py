@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..errors import OutputExistsError
 from ..io.dicom_write import MRAcquisition, new_uid, write_dicom_series
 from ..io.nifti import write_nifti
 from ..volume import Geometry, Volume
@@ -167,8 +169,9 @@ class StudySpec:
     def tiny(cls, **changes: Any) -> StudySpec:
         """A small, fast study for tests (1 mm phantom, 96x96 matrices, 3 mm slices)."""
         base = cls(
-            t1_matrix=(96, 96), fluid_matrix=(80, 80), t1_slices=14, fluid_slices=12,
-            fov_mm=130.0, slice_thickness_mm=3.0, slice_gap_mm=0.6, phantom_res_mm=1.0, supersample_mm=1.0,
+            t1_matrix=(96, 96), fluid_matrix=(80, 80), t1_slices=16, fluid_slices=16,
+            fov_mm=130.0, slice_thickness_mm=3.0, slice_gap_mm=0.6, center_offset_mm=(8.0, 0.0, 0.0),
+            phantom_res_mm=1.0, supersample_mm=1.0,
             lesions=(LesionSpec("femur", 4.0, "medial_condyle"),),
         )
         return replace(base, **changes)
@@ -399,7 +402,6 @@ class StudyTruth:
             "study_instance_uid": self.extra.get("study_uid"),
             "frame_of_reference_uid": self.extra.get("frame_of_reference_uid"),
             "spec": spec.as_dict(),
-            "seconds": round(self.seconds, 2),
         }
 
 
@@ -489,7 +491,8 @@ def _acquire(ph: Phantom, proto: _Protocol, geom: Geometry, thickness: float, sp
     return Volume(np.rint(img).astype(np.float32), geom), sigma
 
 
-def make_study(out_dir: str | os.PathLike[str], spec: StudySpec, *, seed: int, layout: str = "messy") -> StudyTruth:
+def make_study(out_dir: str | os.PathLike[str], spec: StudySpec, *, seed: int, layout: str = "messy",
+               overwrite: bool = False) -> StudyTruth:
     """Generate a synthetic study: DICOM series, truth maps and ``truth.json``.
 
     Parameters
@@ -503,6 +506,9 @@ def make_study(out_dir: str | os.PathLike[str], spec: StudySpec, *, seed: int, l
     layout : {'messy', 'tidy'}
         ``'messy'``: ``dicom/series_NNN/IMnnnnn`` with file names not in slice order;
         ``'tidy'``: ``dicom/<number>_<description>/IM_0001.dcm`` in slice order.
+    overwrite : bool
+        Replace an existing ``dicom/`` and ``truth/`` in ``out_dir`` (otherwise
+        :class:`~bmeseg.errors.OutputExistsError`).
 
     Returns
     -------
@@ -520,6 +526,11 @@ def make_study(out_dir: str | os.PathLike[str], spec: StudySpec, *, seed: int, l
     _one_of("layout", layout, ("messy", "tidy"))
     t_start = time.perf_counter()
     root = Path(out_dir)
+    for sub in ("dicom", "truth"):
+        if (root / sub).exists():
+            if not overwrite:
+                raise OutputExistsError(f"{root / sub} exists; pass overwrite=True to replace it")
+            shutil.rmtree(root / sub)
     rng = np.random.default_rng([seed, 2])
     ph = build_phantom(spec, seed=seed)
     geoms = _series_geometries(spec)
@@ -588,6 +599,11 @@ def make_study(out_dir: str | os.PathLike[str], spec: StudySpec, *, seed: int, l
     bone_lab, _ = sample_labels(ph.bone, ph.grid, fgeom, values=sorted(ph.bone_names), **kw)
     tissue_lab, _ = sample_labels(ph.tissue, ph.grid, fgeom, values=[int(t) for t in Tissue if t], **kw)
     bme = Volume(lesion_lab, fgeom)
+    for les in ph.lesions:
+        seen = np.count_nonzero(lesion_lab == les.id) * fgeom.voxel_volume_ml
+        if seen < 0.8 * les.volume_ml:
+            log.warning("lesion %d (%s %s, %.2f mL) is only %.2f mL on the %s grid: partly outside the slab?",
+                        les.id, les.bone, les.location, les.volume_ml, seen, fluid_role)
     bme_path = write_nifti(bme, tdir / "bme_labels.nii.gz")
     bone_path = write_nifti(Volume(bone_lab, fgeom), tdir / "bone_labels.nii.gz")
     tissue_path = write_nifti(Volume(tissue_lab, fgeom), tdir / "tissue_labels.nii.gz")
