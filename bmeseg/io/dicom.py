@@ -28,7 +28,26 @@ Rules applied by :func:`load_series`
   AcquisitionNumber / InstanceNumber) is kept, with a warning. Any other mix of
   different images at one position raises :class:`~bmeseg.errors.DicomReadError`.
 * RescaleSlope/RescaleIntercept are applied per slice (per frame for enhanced
-  files, from the Pixel Value Transformation functional group).
+  files, from the Pixel Value Transformation functional group). Values are the
+  standard DICOM rescaled values ("modality LUT"). Philips' private floating-point
+  scaling (ScaleSlope 2005,100E, what dcm2niix applies and records as
+  ``PhilipsScaleSlope``) and RealWorldValueMapping items are *not* applied: they
+  change every value of a series by one factor, which bmeseg's ratio-to-normal-
+  marrow measures do not see, and the DICOM value is what every viewer shows.
+* MONOCHROME1 images (minimum = white) are inverted so that higher values are
+  brighter, like every MONOCHROME2 MR image: ``v' = rescale(lo) + rescale(hi) - v``
+  where ``[lo, hi]`` is the stored range allowed by BitsStored/PixelRepresentation
+  (the value range is kept); a warning records it.
+* Compressed pixel data are decoded by pydicom's plugins (extra ``codecs``).
+  Lossless syntaxes (RLE, JPEG lossless, JPEG-LS lossless, JPEG 2000 lossless,
+  HTJ2K lossless) decode to exactly the uncompressed values; lossy JPEG baseline,
+  JPEG-LS near-lossless and JPEG 2000 decode; 12-bit JPEG extended works when the
+  installed decoder accepts the file (pylibjpeg-libjpeg refuses some; python-gdcm
+  is the fallback). A missing decoder raises
+  :class:`~bmeseg.errors.MissingDependencyError` naming the package; a syntax no
+  pydicom plugin decodes (e.g. JPEG XL, private ones) raises
+  :class:`~bmeseg.errors.DicomReadError` naming the syntax and the file.
+  Deflated Explicit VR Little Endian files are inflated by pydicom.
 * Siemens mosaics are detected at index time (``is_mosaic``) and cut into
   slices at load time (tile count from NumberOfImagesInMosaic or the CSA
   header, slice direction from the CSA SliceNormalVector).
@@ -71,6 +90,7 @@ _CHUNK = 64
 _MIN_FILES_FOR_POOL = 400
 
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+_DEFLATED = "1.2.840.10008.1.2.1.99"
 _ENCAPSULATED_END = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 
 # Tags read at index time. Functional-group sequences are only present in
@@ -356,7 +376,7 @@ def _read_file(path: str) -> tuple[list[_Frame], str | None]:
             fp.seek(0)
             ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=_index_tags())
             pixel_offset = fp.tell()
-            fragments_ok = _encapsulated_complete(fp, pixel_offset, size)
+            encapsulated = _encapsulated_state(fp, pixel_offset, size)
     except InvalidDicomError as exc:
         return [], f"not a DICOM file ({exc})"
     except Exception as exc:  # truncated or corrupt headers raise many types
@@ -376,14 +396,14 @@ def _read_file(path: str) -> tuple[list[_Frame], str | None]:
     # truncated pixel data: compare what is left in the file with what the header promises
     ts = _get(meta, "TransferSyntaxUID")
     n_frames = _int(_get(ds, "NumberOfFrames")) or 1
+    if str(ts) == _DEFLATED:  # the dataset is one zlib stream: inflate it to check the pixels
+        return _deflated_frames(path, series_uid, rows, columns, n_frames)
     if pixel_offset >= size:
         return [], "no pixel data (truncated, or a header-only object)"
-    try:
-        compressed = bool(ts is not None and ts.is_compressed)
-    except Exception:
-        compressed = False
-    if compressed:
-        if not fragments_ok:
+    # encapsulated (compressed) pixel data is recognised by its undefined length, whatever the
+    # transfer syntax says (private compressed syntaxes are not known to pydicom as compressed)
+    if encapsulated is not None:
+        if not encapsulated:
             return [], "truncated: encapsulated pixel data ends before its sequence delimiter"
     else:
         bits = _int(_get(ds, "BitsAllocated")) or 16
@@ -400,19 +420,41 @@ def _read_file(path: str) -> tuple[list[_Frame], str | None]:
         return [], f"cannot interpret header ({type(exc).__name__}: {exc})"
 
 
-def _encapsulated_complete(fp: Any, offset: int, size: int) -> bool:
-    """True unless ``fp`` holds encapsulated (little-endian) pixel data cut short.
+def _deflated_frames(
+    path: str, series_uid: str, rows: int, columns: int, n_frames: int
+) -> tuple[list[_Frame], str | None]:
+    """Index a Deflated Explicit VR Little Endian file (read whole: the stream cannot be sought)."""
+    import pydicom
 
-    Walks the item headers of an undefined-length PixelData element from
-    ``offset`` to its sequence delimiter, seeking over each fragment. Files whose
-    pixel data is not encapsulated return True (they are checked by size).
+    try:
+        ds = pydicom.dcmread(path)
+        data = ds.get("PixelData")
+        n_bytes = len(data) if data is not None else 0
+    except Exception as exc:  # a truncated zlib stream
+        return [], f"truncated or corrupt deflated data ({type(exc).__name__}: {exc})"
+    bits = _int(_get(ds, "BitsAllocated")) or 16
+    expected = (rows * columns * n_frames * (_int(_get(ds, "SamplesPerPixel")) or 1) * bits + 7) // 8
+    if n_bytes < expected:
+        return [], f"truncated: pixel data holds {n_bytes} bytes, header promises {expected}"
+    try:
+        return _frames_from_header(ds, path, series_uid, rows, columns, n_frames), None
+    except Exception as exc:  # defensive: odd headers must not stop the walk
+        return [], f"cannot interpret header ({type(exc).__name__}: {exc})"
+
+
+def _encapsulated_state(fp: Any, offset: int, size: int) -> bool | None:
+    """None if the element at ``offset`` is not encapsulated (little-endian) PixelData;
+    else whether its fragments run complete to the sequence delimiter.
+
+    Walks the item headers of the undefined-length PixelData element, seeking
+    over each fragment. Native pixel data are checked by size instead.
     """
     import struct
 
     fp.seek(offset)
     header = fp.read(12)
     if len(header) < 12 or header[:4] != b"\xe0\x7f\x10\x00" or header[8:12] != b"\xff\xff\xff\xff":
-        return True
+        return None
     pos = offset + 12
     while pos + 8 <= size:
         fp.seek(pos)
@@ -865,6 +907,7 @@ class _Slice:
     pixel_spacing: tuple[float, float]
     order: tuple[Any, ...]
     source: str  # "file" or "file[frame]" for messages
+    inverted: bool = False  # MONOCHROME1 stored values were inverted
 
 
 def load_series(info: SeriesInfo) -> Volume:
@@ -903,6 +946,11 @@ def load_series(info: SeriesInfo) -> Volume:
         frames = info.frames[i] if info.frames else ()
         slices.extend(_decode_file(path, frames, label))
 
+    n_inverted = sum(s.inverted for s in slices)
+    if n_inverted:
+        warnings.append(
+            f"MONOCHROME1 pixel data inverted in {n_inverted} of {len(slices)} image(s) (higher = brighter)"
+        )
     slices, dup_warnings = _resolve_repeats(slices, label)
     warnings.extend(dup_warnings)
     geom = _stack_geometry(slices, label, info, warnings)
@@ -942,7 +990,28 @@ def _decode_file(path: Path, frames: tuple[int, ...], label: str) -> list[_Slice
         raise DicomReadError(f"series {label}: {path} has no pixel data")
     if (_int(_get(ds, "SamplesPerPixel")) or 1) != 1:
         raise DicomReadError(f"series {label}: {path} is a colour image; bmeseg needs grey-scale MR")
-    pixels = _pixel_array(ds, path, label)
+    pixels, inverted = _monochrome1_to_2(ds, _pixel_array(ds, path, label))
+    slices = _slices_of(ds, pixels, path, frames, label)
+    for s in slices:
+        s.inverted = inverted
+    return slices
+
+
+def _monochrome1_to_2(ds: Any, pixels: NDArray[Any]) -> tuple[NDArray[Any], bool]:
+    """Invert MONOCHROME1 stored values within the BitsStored range (see module docstring)."""
+    if _str(_get(ds, "PhotometricInterpretation")).upper() != "MONOCHROME1":
+        return pixels, False
+    bits = _int(_get(ds, "BitsStored")) or _int(_get(ds, "BitsAllocated")) or 16
+    if _int(_get(ds, "PixelRepresentation")) == 1:
+        lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    else:
+        lo, hi = 0, 2**bits - 1
+    if np.issubdtype(pixels.dtype, np.floating):  # float pixel data: no stored range, mirror the data's
+        lo, hi = float(np.nanmin(pixels)), float(np.nanmax(pixels))
+    return (lo + hi) - pixels.astype(np.float64 if pixels.dtype.kind == "f" else np.int64), True
+
+
+def _slices_of(ds: Any, pixels: NDArray[Any], path: Path, frames: tuple[int, ...], label: str) -> list[_Slice]:
     if "MOSAIC" in _strs(_get(ds, "ImageType")):
         return _unpack_mosaic(ds, pixels, path, label)
     shared = _seq_item(ds, "SharedFunctionalGroupsSequence")
@@ -1095,24 +1164,36 @@ def _rescale(pix: NDArray[Any], slope: float | None, intercept: float | None) ->
     return out.astype(np.float32)
 
 
-# transfer syntax UID -> the pylibjpeg plugin that decodes it
+# transfer syntax UID -> the package (extra "codecs") whose pydicom plugin decodes it
 _CODEC_PACKAGES = {
-    "1.2.840.10008.1.2.5": "pylibjpeg-rle",
-    "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg",
-    "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg",
-    "1.2.840.10008.1.2.4.201": "pylibjpeg-openjpeg",
-    "1.2.840.10008.1.2.4.202": "pylibjpeg-openjpeg",
-    "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.5": "pylibjpeg-rle",  # RLE (pydicom also decodes it natively)
+    "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg",  # JPEG baseline (Pillow also decodes it)
+    "1.2.840.10008.1.2.4.51": "pylibjpeg-libjpeg",  # JPEG extended 12-bit
+    "1.2.840.10008.1.2.4.57": "pylibjpeg-libjpeg",  # JPEG lossless
+    "1.2.840.10008.1.2.4.70": "pylibjpeg-libjpeg",  # JPEG lossless SV1
+    "1.2.840.10008.1.2.4.80": "pylibjpeg-libjpeg",  # JPEG-LS lossless (pyjpegls also decodes it)
+    "1.2.840.10008.1.2.4.81": "pylibjpeg-libjpeg",  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201": "pylibjpeg-openjpeg",  # HTJ2K lossless
+    "1.2.840.10008.1.2.4.202": "pylibjpeg-openjpeg",  # HTJ2K lossless RPCL
+    "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg",  # HTJ2K
 }
+_DECOMPRESS_HINT = "decompress it first, e.g. `gdcmconv --raw IN OUT` or `dcmdjpeg IN OUT`"
 
 
-def _decoder_available(ts: Any) -> bool:
+def _decoder_state(ts: Any) -> str:
+    """'available', 'missing' (pydicom knows a plugin, none installed) or 'unknown' (no plugin exists)."""
     try:
         from pydicom.pixels import get_decoder
 
-        return bool(get_decoder(ts).is_available)
-    except Exception:  # unknown transfer syntax: no decoder at all
-        return False
+        return "available" if get_decoder(ts).is_available else "missing"
+    except Exception:  # NotImplementedError: pydicom has no decoder for this syntax
+        return "unknown"
+
+
+def _decoder_available(ts: Any) -> bool:
+    return _decoder_state(ts) == "available"
 
 
 def _pixel_array(ds: Any, path: Path, label: str) -> NDArray[Any]:
@@ -1120,19 +1201,29 @@ def _pixel_array(ds: Any, path: Path, label: str) -> NDArray[Any]:
     try:
         return np.asarray(ds.pixel_array)
     except Exception as exc:
-        compressed = False
-        try:
-            compressed = bool(ts is not None and ts.is_compressed)
-        except Exception:
-            compressed = False
-        if compressed and not _decoder_available(ts):
-            package = _CODEC_PACKAGES.get(str(ts), "pylibjpeg-libjpeg")
-            name = getattr(ts, "name", str(ts))
+        uid = str(ts) if ts is not None else ""
+        name = getattr(ts, "name", uid) if ts is not None else "(none)"
+        native = uid in ("", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", _DEFLATED)
+        state = "available" if native else _decoder_state(ts)
+        if state == "missing" or (state != "unknown" and not _decoder_available(ts) and uid in _CODEC_PACKAGES):
             raise MissingDependencyError(
-                package, "codecs", f"Decoding '{name}' pixel data (series {label}, file {path})"
+                _CODEC_PACKAGES.get(uid, "pylibjpeg-libjpeg"), "codecs",
+                f"Decoding '{name}' pixel data (series {label}, file {path})",
             ) from exc
+        if state == "unknown":
+            shown = f"'{name}' ({uid})" if name != uid else f"'{uid}'"
+            raise DicomReadError(
+                f"series {label}: {path} uses transfer syntax {shown}, which no pydicom "
+                f"decoder supports; {_DECOMPRESS_HINT}"
+            ) from exc
+        hint = ""
+        if not native:  # a compressed syntax whose installed decoders refused this file
+            hint = (
+                "; another decoder may read it: pip install python-gdcm (pydicom uses it when "
+                f"installed), or {_DECOMPRESS_HINT}"
+            )
         raise DicomReadError(
-            f"series {label}: cannot decode pixel data of {path} ({type(exc).__name__}: {exc})"
+            f"series {label}: cannot decode pixel data of {path} ({type(exc).__name__}: {exc}){hint}"
         ) from exc
 
 
