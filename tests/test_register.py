@@ -15,6 +15,7 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -414,3 +415,40 @@ def test_resample_linear_of_integer_image_is_float32(t1_moved: Volume) -> None:
 def test_resample_rejects_unknown_interpolation(t1_moved: Volume) -> None:
     with pytest.raises(ConfigError, match="'interpolation' must be one of"):
         resample_to(t1_moved, STIR_GEOM, None, interpolation="cubic")
+
+
+# ----------------------------------------------------------------------------- real data
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_real_sij_pair_recovers_added_motion(real_data: Path) -> None:
+    """A real T1/STIR pair (same session, 0.6x0.6x3.3 mm): plausible as is, and a known motion added to
+    the T1 is recovered on top of whatever the pair needed."""
+    from bmeseg.io.nifti import read_nifti
+
+    subject = real_data / "sij_bone_mri" / "1007"
+    if not subject.is_dir():
+        pytest.skip(f"{subject} not present")
+    t1, stir = read_nifti(subject / "t1.nii.gz"), read_nifti(subject / "stir.nii.gz")
+    base = register_rigid(stir, t1)
+    assert base.accepted and base.rotation_angle_deg < 2.0 and base.translation_norm_mm < 3.0, base.reasons
+    assert (base.nmi_after or 0.0) > 1.03
+
+    added = RegistrationResult(rotation_deg=(2.0, -1.5, 3.0), translation_mm=(2.0, -1.5, 1.0),
+                               center_lps_mm=base.center_lps_mm)
+    inverse = sitk.Euler3DTransform(added.to_sitk_transform().GetInverse())
+    p = inverse.GetParameters()
+    pull = RegistrationResult(rotation_deg=tuple(np.degrees(p[:3])), translation_mm=tuple(p[3:]),  # type: ignore[arg-type]
+                              center_lps_mm=inverse.GetCenter())
+    moved = resample_to(t1, t1.geometry, pull)  # the T1 anatomy moved by `added`
+    result = register_rigid(stir, moved)
+    assert result.status == "ok", result.reasons
+
+    body = np.argwhere(stir.array > np.percentile(stir.array, 60))[::50].astype(float)
+    y = stir.geometry.index_to_lps(body)
+    expected = added.apply(base.apply(y))
+    dist = float(np.max(np.linalg.norm(result.apply(y) - expected, axis=1)))
+    r = result.rotation_matrix @ (added.rotation_matrix @ base.rotation_matrix).T
+    angle = float(np.degrees(np.arccos(np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0))))
+    assert dist < 1.5 and angle < 1.0, (dist, angle)
