@@ -571,7 +571,7 @@ def make_study(out_dir: str | os.PathLike[str], spec: StudySpec, *, seed: int, l
                                                 "SliceThickness": thick})
                 name = f"IM{rng.integers(10000, 99999):05d}" if layout == "messy" else f"IM_{inst:04d}.dcm"
                 files += write_dicom_series(vol, sdir, acq, study_uid=study_uid, frame_of_reference_uid=for_uid,
-                                            series_uid=series_uid, file_names=[name])
+                                            series_uid=series_uid, file_names=[name], uid_seed=f"{seed}")
             series[role] = SeriesTruth(role, proto.acq.series_description, number, series_uid, sdir, tuple(files),
                                        geoms["loc_sagittal"][0], 7.0, proto.seq, False, sigma)
             continue
@@ -585,7 +585,7 @@ def make_study(out_dir: str | os.PathLike[str], spec: StudySpec, *, seed: int, l
             names = [f"IM_{k + 1:04d}.dcm" for k in range(nk)]
         acq = replace(proto.acq, extra={**proto.acq.extra, "SliceThickness": thick})
         files = write_dicom_series(vol, sdir, acq, study_uid=study_uid, frame_of_reference_uid=for_uid,
-                                   series_uid=series_uid, file_names=names)
+                                   series_uid=series_uid, file_names=names, uid_seed=f"{seed}")
         series[role] = SeriesTruth(role, proto.acq.series_description, number, series_uid, sdir, tuple(files),
                                    geom, thick, proto.seq, role == "t1" and moved, sigma)
         log.info("wrote %s (%s) %s to %s", role, proto.acq.series_description, geom.shape, sdir)
