@@ -48,6 +48,7 @@ def _get_parser() -> argparse.ArgumentParser:
     r.add_argument("--stir", help="fluid-sensitive series (number, UID or description) or a NIfTI file")
     r.add_argument("--bone-mask", type=Path, help="bone mask / label map (NIfTI) to use instead of automatic marrow search")
     r.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    _add_dicom_parsers(sub)
     return p
 
 
@@ -71,6 +72,78 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_dicom_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    d = sub.add_parser("discover", help="list the studies and series in a DICOM tree (headers only)",
+                       description="Index INPUT (any layout, any size) from headers only and list each study's "
+                       "series: number, description, plane, matrix, spacing, slices, TR/TE/TI, classification "
+                       "with its reason, and the T1 + fluid-sensitive pair `run` would choose (or why none). "
+                       "Exit 0 when images were found, 2 when INPUT is missing or holds no DICOM image.")
+    d.add_argument("input", type=Path, help="DICOM folder (searched recursively) or file")
+    d.add_argument("--json", action="store_true", help="machine-readable JSON on stdout (stable keys)")
+    d.add_argument("-j", "--jobs", type=int, help="header-reading processes (default: one per core for big trees)")
+    d.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="no progress bar (default: a bar on a terminal when tqdm is installed)")
+    c = sub.add_parser("convert", help="DICOM -> one NIfTI + JSON sidecar per image series (like dcm2niix)",
+                       description="Convert every image series under INPUT to OUT/<number>_<description>.nii.gz "
+                       "with a JSON sidecar of the acquisition parameters (times in s, as dcm2niix). Series "
+                       "that cannot be assembled are skipped with the reason.")
+    c.add_argument("input", type=Path, help="DICOM folder (searched recursively) or file")
+    c.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    c.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    c.add_argument("-j", "--jobs", type=int, help="header-reading processes")
+    c.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="no progress bar while indexing")
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    return sys.stderr.isatty() if args.progress is None else bool(args.progress)
+
+
+def _cmd_discover(args: argparse.Namespace) -> int:
+    import json
+
+    from .discover import discover, format_discovery
+
+    if args.jobs is not None and args.jobs < 1:
+        raise _Usage(f"'--jobs' must be >= 1; got {args.jobs}")
+    rep = discover(args.input, jobs=args.jobs, progress=_show_progress(args))
+    print(json.dumps(rep, indent=2) if args.json else format_discovery(rep))
+    if not rep["n_series"]:
+        print(f"bmeseg: error: no DICOM image series found under {args.input} "
+              f"({rep['n_files']} file(s) looked at)", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .io.convert import convert_dicom
+
+    if args.jobs is not None and args.jobs < 1:
+        raise _Usage(f"'--jobs' must be >= 1; got {args.jobs}")
+    res = convert_dicom(args.input, args.output, overwrite=args.force, jobs=args.jobs,
+                        progress=_show_progress(args))
+    print(f"bmeseg: wrote {len(res.written)} series to {args.output}")
+    for w in res.written:
+        print(f"  {w.nifti.name}  {'x'.join(map(str, w.shape))}  {w.series}")
+        for msg in w.warnings:
+            print(f"    warning: {msg}")
+    if res.skipped_series:
+        print(f"bmeseg: skipped {len(res.skipped_series)} series:")
+        for label, why in res.skipped_series:
+            print(f"  {label}: {why}")
+    notable = [(p, r) for p, r in res.skipped_files if not r.startswith("not a DICOM")]
+    n_other = len(res.skipped_files) - len(notable)
+    if res.skipped_files:
+        print(f"bmeseg: skipped {len(res.skipped_files)} of {res.n_files} file(s)"
+              + (f" ({n_other} not DICOM)" if n_other else ""))
+        for p, r in notable:
+            print(f"  {p}: {r}")
+    if not res.written:
+        print("bmeseg: error: no series could be converted (reasons above)", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
 class _Usage(Exception):
     pass
 
@@ -89,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     handlers = {"run": _cmd_run}
+    handlers["discover"] = _cmd_discover
+    handlers["convert"] = _cmd_convert
     try:
         return handlers[args.command](args)
     except _Usage as exc:

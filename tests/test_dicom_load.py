@@ -480,8 +480,12 @@ def test_convert_dicom_writes_nifti_and_sidecar(tmp_path: Path) -> None:
            echo_time_ms=92.0, series_description="pd+t2 tse/sag")
     missing = _write(_volume((8, 6, 4)), tmp_path / "in" / "gap", series_number=9, series_description="gap")
     missing[1].unlink()  # a series with a missing slice is logged and not converted
-    out = convert_dicom(tmp_path / "in", tmp_path / "out")
+    result = convert_dicom(tmp_path / "in", tmp_path / "out")
+    out = result.paths
     assert [p.name for p in out] == ["3_pd_t2_tse_sag_echo1.nii.gz", "3_pd_t2_tse_sag_echo2.nii.gz"]
+    assert [w.shape for w in result.written] == [vol.shape, vol.shape]
+    ((label, reason),) = result.skipped_series  # the gap series: skipped, with the reason
+    assert '#9 "gap"' in label and "not uniform" in reason
     back = read_nifti(out[1])
     np.testing.assert_allclose(back.affine, vol.affine, atol=1e-4)
     np.testing.assert_allclose(back.array, vol.array, atol=_quantum(vol))
@@ -495,4 +499,6 @@ def test_convert_dicom_writes_nifti_and_sidecar(tmp_path: Path) -> None:
     assert "InversionTime" not in side
     with pytest.raises(OutputExistsError):
         convert_dicom(tmp_path / "in", tmp_path / "out")
-    assert len(convert_dicom(tmp_path / "in", tmp_path / "out", overwrite=True)) == 2
+    assert len(convert_dicom(tmp_path / "in", tmp_path / "out", overwrite=True).written) == 2
+    with pytest.raises(DicomReadError, match="no DICOM image"):
+        convert_dicom(tmp_path / "out", tmp_path / "out2")  # NIfTI + JSON only

@@ -6,15 +6,16 @@ import json
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import BmesegError, OutputExistsError
+from ..errors import BmesegError, DicomReadError, OutputExistsError
 from .atomic import atomic_path
 from .dicom import SeriesInfo, index_dicom, load_series
 from .nifti import write_nifti
 
-__all__ = ["convert_dicom", "series_sidecar"]
+__all__ = ["ConversionResult", "ConvertedSeries", "convert_dicom", "series_sidecar"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,18 +73,48 @@ def _base_name(info: SeriesInfo) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class ConvertedSeries:
+    """One series written by :func:`convert_dicom`."""
+
+    nifti: Path
+    sidecar: Path
+    series: str  # the series label (number, description, key)
+    shape: tuple[int, ...]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """What :func:`convert_dicom` wrote and what it skipped, with reasons."""
+
+    written: tuple[ConvertedSeries, ...]
+    #: (series label, reason) for every series that could not be assembled
+    skipped_series: tuple[tuple[str, str], ...]
+    #: (path, reason) for every file the index did not use (non-DICOM, truncated, DICOMDIR...)
+    skipped_files: tuple[tuple[Path, str], ...]
+    n_files: int
+
+    @property
+    def paths(self) -> list[Path]:
+        """The NIfTI files written, in series order."""
+        return [w.nifti for w in self.written]
+
+
 def convert_dicom(
     root: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     *,
     overwrite: bool = False,
     jobs: int | None = None,
-) -> list[Path]:
+    progress: bool = False,
+) -> ConversionResult:
     """Convert every image series under ``root`` to ``<out_dir>/<number>_<description>.nii.gz``.
 
     Each NIfTI gets a JSON sidecar (see :func:`series_sidecar`). Series that
-    cannot be assembled (mosaics, missing slices, sheared stacks...) are logged
-    and skipped; the reason is in the log, not in the return value.
+    cannot be assembled (missing slices, sheared stacks, undecodable pixels...)
+    are skipped with the reason, logged and listed in the result; the others are
+    still written.
 
     Parameters
     ----------
@@ -96,13 +127,25 @@ def convert_dicom(
         :class:`~bmeseg.errors.OutputExistsError` before anything is written.
     jobs : int, optional
         Passed to :func:`~bmeseg.io.dicom.index_dicom`.
+    progress : bool
+        Progress bar while indexing.
 
     Returns
     -------
-    list of Path
-        The NIfTI files written, in series order.
+    ConversionResult
+
+    Raises
+    ------
+    DicomReadError
+        ``root`` does not exist, or holds no DICOM image at all.
     """
-    index = index_dicom(root, jobs=jobs)
+    index = index_dicom(root, jobs=jobs, progress=progress)
+    if not index.series:
+        kinds = sorted({r.split(" (")[0] for _, r in index.skipped})
+        raise DicomReadError(
+            f"{root}: no DICOM image series found ({index.n_files} file(s) looked at"
+            + (f"; skipped: {', '.join(kinds)}" if kinds else "") + ")"
+        )
     out = Path(out_dir)
     names: dict[str, SeriesInfo] = {}
     for info in index.series:
@@ -116,16 +159,20 @@ def convert_dicom(
         existing = [out / f"{name}.nii.gz" for name in names if (out / f"{name}.nii.gz").exists()]
         if existing:
             raise OutputExistsError(f"{existing[0]} exists (and {len(existing) - 1} more); pass overwrite=True")
-    written: list[Path] = []
+    written: list[ConvertedSeries] = []
+    skipped: list[tuple[str, str]] = []
     for name, info in names.items():
         try:
             vol = load_series(info)
         except BmesegError as exc:
             logger.warning("not converting series %s: %s", info.label, exc)
+            skipped.append((info.label, str(exc)))
             continue
         nii = write_nifti(vol, out / f"{name}.nii.gz")
-        with atomic_path(out / f"{name}.json") as tmp:
+        side = out / f"{name}.json"
+        with atomic_path(side) as tmp:
             tmp.write_text(json.dumps(series_sidecar(info, vol.meta), indent=2) + "\n")
-        written.append(nii)
+        written.append(ConvertedSeries(nii, side, info.label, tuple(vol.shape),
+                                       tuple(str(w) for w in vol.meta.get("warnings", []))))
         logger.info("wrote %s (%s)", nii, info.label)
-    return written
+    return ConversionResult(tuple(written), tuple(skipped), index.skipped, index.n_files)
