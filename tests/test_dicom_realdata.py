@@ -216,3 +216,52 @@ def test_whole_collection_indexes_without_crashing() -> None:
         except Exception as exc:  # anything else is a bug
             failures.append(f"{info.label}: {type(exc).__name__}: {exc}")
     assert failures == []
+
+
+# ---------------------------------------------------------------------------- CLI on real data
+
+
+@needs_data
+@pytest.mark.parametrize(("mr", "what"), [("MR3", "GE knee T1 SE"), ("MR4", "Philips brain STIR")])
+def test_run_on_a_single_series_exits_3_listing_it(
+    mr: str, what: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One WG04 image alone (no partner series): `run` stops with exit 3 and lists the series."""
+    from bmeseg.cli import main
+
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / f"{mr}_UNC").symlink_to(_qa() / "wg04" / "REF" / f"{mr}_UNC")
+    assert main(["run", str(study), "-o", str(tmp_path / "out")]) == 3, what
+    err = capsys.readouterr().err
+    assert "Series found (1)" in err
+    assert "no T1-weighted" in err or "no fat-suppressed fluid-sensitive" in err
+    # the one series is named with its classification and the reason it is not usable
+    # (a single image is not a volume: it is classified as a localizer)
+    assert "1 slices -> localizer: only 1 slice(s)" in err
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+@needs_data
+def test_convert_cli_writes_pd_and_t2_matching_dcm2niix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import nibabel as nib
+
+    from bmeseg.cli import main
+
+    out = tmp_path / "nii"
+    assert main(["convert", str(_qa() / "dcm_qa_pdt2" / "In"), "-o", str(out), "--no-progress"]) == 0
+    assert "wrote 2 series" in capsys.readouterr().out
+    written = sorted(out.glob("*.nii.gz"))
+    assert [p.name for p in written] == ["3_pd_t2_tse_sag_ISO_1_8mm_echo1.nii.gz",
+                                         "3_pd_t2_tse_sag_ISO_1_8mm_echo2.nii.gz"]
+    for echo, ours in enumerate(written, start=1):
+        ref = _qa() / "dcm_qa_pdt2" / "Ref" / f"Siemens_pd+t2_tse_sag_ISO_1.8mm_3_e{echo}.nii"
+        img = nib.load(str(ours))
+        a = _canonical(np.asanyarray(img.dataobj), img.affine)
+        b = _canonical(*_reference(ref))
+        np.testing.assert_allclose(a.affine, b.affine, atol=0.01)
+        np.testing.assert_array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj))
+        side = json.loads(ours.with_name(ours.name.replace(".nii.gz", ".json")).read_text())
+        ref_side = json.loads(ref.with_suffix(".json").read_text())
+        for key in ("EchoTime", "RepetitionTime", "FlipAngle", "SeriesNumber", "EchoNumber"):
+            assert side[key] == pytest.approx(ref_side[key]), key
