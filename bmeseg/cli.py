@@ -49,6 +49,7 @@ def _get_parser() -> argparse.ArgumentParser:
     r.add_argument("--bone-mask", type=Path, help="bone mask / label map (NIfTI) to use instead of automatic marrow search")
     r.add_argument("--force", action="store_true", help="overwrite existing outputs")
     _add_dicom_parsers(sub)
+    _add_report_parser(sub)
     return p
 
 
@@ -144,6 +145,36 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    q = sub.add_parser("report", help="write the HTML QA pages of a batch output (or one study) folder",
+                       description="Write OUT/index.html: a table of every study in OUT (OUT/<study>/report.json, "
+                       "plus OUT/cohort.csv and failures.csv when present) that sorts and filters, with "
+                       "thumbnails and outliers highlighted, and OUT/<study>/index.html for each study. When "
+                       "OUT is one study's folder, writes only its page. Static files: open them in a browser.")
+    q.add_argument("output", type=Path, help="batch output folder, or one study's output folder")
+    q.add_argument("--pictures", action="store_true",
+                   help="draw missing QA pictures from the NIfTI outputs (needs the 'qa' extra)")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .qa import load_cohort, write_cohort_page, write_study_page, write_study_qa_from_outputs
+
+    out = args.output
+    if (out / "report.json").is_file():
+        if args.pictures and not (out / "qa.png").is_file():
+            write_study_qa_from_outputs(out)
+        page = write_study_page(out, cohort_href=None)
+        print(f"bmeseg: wrote {page}")
+        return EXIT_OK
+    rows = load_cohort(out)
+    if not rows:
+        raise _Usage(f"{out}: no study folders with a report.json (nor cohort.csv/failures.csv) found")
+    page = write_cohort_page(out, pictures=args.pictures)
+    n_flagged = sum(1 for r in rows if r["flags"])
+    print(f"bmeseg: wrote {page} ({len(rows)} studies, {n_flagged} flagged)")
+    return EXIT_OK
+
+
 class _Usage(Exception):
     pass
 
@@ -162,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     handlers = {"run": _cmd_run}
+    handlers["report"] = _cmd_report
     handlers["discover"] = _cmd_discover
     handlers["convert"] = _cmd_convert
     try:

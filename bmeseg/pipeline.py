@@ -36,6 +36,9 @@ OUTPUT_FILES = (
     "marrow_mask.nii.gz",
     "stir.nii.gz",
     "t1_registered.nii.gz",
+    "qa.png",  # QA pictures (issue F): skipped when the 'qa' extra (matplotlib) is missing
+    "registration.png",
+    "qa_thumb.png",
     "report.json",
 )
 
@@ -269,6 +272,9 @@ def _write_outputs(result: StudyResult, out: Path, *, force: bool) -> None:
         write_nifti(result.t1.with_array(result.t1.array.astype(np.float32)), tmp / "t1_registered.nii.gz")
         # -- report tables and DICOM SEG (issue D) go here: write into tmp, list names in OUTPUT_FILES --
         # -- QA pictures (issue F) go here: write into tmp, list names in OUTPUT_FILES --
+        from .qa.study import write_run_pictures
+
+        write_run_pictures(result, tmp, name=out.resolve().name)  # never fails the run; notes why not
         if force and (out / "report.json").exists():
             (out / "report.json").unlink()  # an old report must not vouch for new files
         for name in OUTPUT_FILES:
