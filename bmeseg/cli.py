@@ -49,8 +49,32 @@ def _get_parser() -> argparse.ArgumentParser:
     r.add_argument("--bone-mask", type=Path, help="bone mask / label map (NIfTI) to use instead of automatic marrow search")
     r.add_argument("--force", action="store_true", help="overwrite existing outputs")
     _add_dicom_parsers(sub)
+    _add_batch_parser(sub)
     _add_report_parser(sub)
     return p
+
+
+def _add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    b = sub.add_parser("batch", help="process every study under a folder (process pool or Dask cluster)",
+                       description="Process every study under ROOT: DICOM studies by StudyInstanceUID wherever "
+                       "their files lie, and NIfTI pairs (t1/stir, BIDS *_T1w + *_STIR). Each study goes to "
+                       "OUT/<study id>/; OUT/cohort.csv, failures.csv and provenance.json sum up. Exit code 4 "
+                       "when some studies failed.")
+    b.add_argument("root", type=Path, help="cohort folder (searched recursively)")
+    b.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    b.add_argument("-j", "--jobs", type=int, help="local worker processes (default: one per core)")
+    b.add_argument("--scheduler", metavar="ADDRESS|FILE",
+                   help="run on an existing Dask cluster: tcp://host:port or a scheduler JSON file "
+                   "(needs the 'dask' extra; OUT must be shared with the workers)")
+    b.add_argument("--pipeline", default="generic", help="anatomy preset (default: generic)")
+    b.add_argument("--config", type=Path, help="TOML file overriding preset settings")
+    g = b.add_mutually_exclusive_group()
+    g.add_argument("--resume", dest="force", action="store_false",
+                   help="skip studies already done with the same inputs and settings (default)")
+    g.add_argument("--force", dest="force", action="store_true", help="redo every study")
+    b.set_defaults(force=False)  # store_false alone would default to True
+    b.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="plain log lines instead of a progress bar")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -70,6 +94,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     for w in rep["warnings"]:
         print(f"bmeseg: warning: {w}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import run_batch
+    from .config import load_settings
+
+    if args.jobs is not None and args.jobs < 1:
+        raise _Usage(f"'--jobs' must be >= 1; got {args.jobs}")
+    if args.jobs is not None and args.scheduler is not None:
+        raise _Usage("give --jobs or --scheduler, not both")
+    settings = load_settings(args.pipeline, config=args.config)
+    blog = logging.getLogger("bmeseg.batch")
+    if blog.getEffectiveLevel() > logging.INFO:
+        blog.setLevel(logging.INFO)  # progress lines and the summary are the point of this command
+    res = run_batch(args.root, args.output, settings=settings, jobs=args.jobs, scheduler=args.scheduler,
+                    force=args.force, progress=args.progress, command=["bmeseg", *args.argv])
+    print(f"bmeseg: {res.n_ok} of {len(res.rows)} studies ok ({res.n_reused} up to date, skipped), "
+          f"{res.n_failed} failed; cohort table in {args.output / 'cohort.csv'}")
+    if res.n_failed:
+        print(f"bmeseg: failed studies are listed in {args.output / 'failures.csv'}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     return EXIT_OK
 
 
@@ -196,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers["report"] = _cmd_report
     handlers["discover"] = _cmd_discover
     handlers["convert"] = _cmd_convert
+    handlers["batch"] = _cmd_batch
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return handlers[args.command](args)
     except _Usage as exc:
