@@ -86,10 +86,24 @@ class LesionSettings:
 
 @dataclass(frozen=True)
 class ScoringSettings:
+    """How lesions are located and extent is scored (see :mod:`bmeseg.measure`, :mod:`bmeseg.regions`)."""
+
+    # moaks | sparcc | ramris | fraction: which aggregate is the study's extent_score
     scheme: str = "moaks"
     # grade boundaries on the extent fraction of each bone/subregion
     grade_edges: tuple[float, ...] = (0.0, 0.33, 0.66)
+    # a lesion reaching this far (mm) from the articular surface is "deep" (SPARCC: 1 cm)
     deep_mm: float = 10.0
+    # marrow boundary within this distance (mm) of another bone's marrow faces a joint
+    joint_gap_mm: float = 15.0
+    # subregions cover marrow within this depth (mm) of the articular surface (0: whole bone)
+    region_depth_mm: float = 0.0
+    # imaged side (knee/hip/ankle) for medial/lateral when no fibula is seen: auto | left | right
+    laterality: str = "auto"
+    # SPARCC: number of consecutive (semicoronal) slices scored
+    sparcc_slices: int = 6
+    # DICOM SEG: one segment per "bone" with BME, or per "lesion"
+    seg_segments: str = "bone"
 
 
 @dataclass(frozen=True)
@@ -192,6 +206,15 @@ def _validate(s: PipelineSettings) -> None:
     check(s.lesions.min_lesion_ml >= 0, "lesions.min_lesion_ml", "must be >= 0")
     check(s.lesions.min_slices >= 1, "lesions.min_slices", "must be >= 1")
     check(s.lesions.connectivity in (6, 18, 26), "lesions.connectivity", "must be one of {6, 18, 26}")
+    sc = s.scoring
+    check(sc.deep_mm > 0, "scoring.deep_mm", "must be > 0")
+    check(sc.joint_gap_mm > 0, "scoring.joint_gap_mm", "must be > 0")
+    check(sc.region_depth_mm >= 0, "scoring.region_depth_mm", "must be >= 0")
+    check(sc.laterality in ("auto", "left", "right"), "scoring.laterality",
+          f"must be one of {{'auto', 'left', 'right'}}; got {sc.laterality!r}")
+    check(sc.sparcc_slices >= 1, "scoring.sparcc_slices", "must be >= 1")
+    check(sc.seg_segments in ("bone", "lesion"), "scoring.seg_segments",
+          f"must be one of {{'bone', 'lesion'}}; got {sc.seg_segments!r}")
     edges = s.scoring.grade_edges
     check(len(edges) >= 1 and list(edges) == sorted(edges) and all(0 <= x < 1 for x in edges),
           "scoring.grade_edges", "must be increasing fractions in [0, 1)")

@@ -1,12 +1,36 @@
-"""Lesions, where they are, how big, and extent scores per bone.
+"""Lesions, where they are, how big, and extent scores per bone and subregion.
 
-Bone names come from geometry in patient coordinates (LPS: +x left, +y posterior,
-+z superior), never from array axes, so the same rule works for sagittal, coronal
-and axial acquisitions.
+Bone names, articular surfaces and subregions come from :mod:`bmeseg.regions`
+(patient coordinates, LPS: +x left, +y posterior, +z superior; never array
+axes), so the same rules work for sagittal, coronal and axial acquisitions.
+
+Scores (``ScoringSettings.scheme``; grade bins ``grade_edges``, default 0 / 33 / 66 %)
+-------------------------------------------------------------------------------------
+Every bone and every subregion gets ``extent_fraction`` = BME marrow volume / marrow
+volume and ``grade`` = :func:`grade` of it (0 none; 1 up to 33 %; 2 33-66 %; 3 above
+66 %). The study-level ``extent_score`` is the scheme's aggregate:
+
+``moaks`` (knee OA)
+    Sum of the MOAKS BML size grades (0-3) over the subregions (15 in a knee with
+    patella, femur and tibia: max 45); bones without subregions count once;
+    ``shaft`` marrow is not scored. Lesion counts per subregion are reported.
+``ramris`` (OMERACT RAMRIS osteitis)
+    Sum of the per-bone grades (0-3 per bone).
+``sparcc`` (SPARCC SIJ)
+    On the ``sparcc_slices`` (6) consecutive slices with the most joint surface: per
+    slice and joint, 1 per quadrant (ilium upper/lower, sacrum upper/lower) with BME,
+    +1 if the joint has an *intense* lesion on that slice (mean STIR >= ``intense_ratio``
+    x normal marrow, fluid-like), +1 if BME on that slice reaches ``deep_mm`` (10 mm)
+    from the articular surface. Max 6 x 2 x 6 = 72. Also reported: the Berlin score
+    (sum of the quadrant grades, max 24) and ASAS positivity (BME on >= 2 consecutive
+    slices, or >= 2 lesions on one slice).
+``fraction`` (generic)
+    Sum of the per-bone grades, as ``ramris``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,13 +39,25 @@ from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
 from .config import ScoringSettings
+from .regions import articular_depth_mm, bone_centroids_lps, name_bones, subregions
 from .volume import Geometry
 
-__all__ = ["BoneExtent", "Lesion", "Measurements", "grade", "measure", "name_bones"]
+__all__ = ["BoneExtent", "Lesion", "Measurements", "RegionExtent", "grade", "measure", "name_bones"]
+
+#: subregion names that are reported but never graded into the study score
+UNSCORED_REGIONS = ("shaft", "remote")
 
 
 @dataclass(frozen=True)
 class Lesion:
+    """One connected BME lesion (ids run 1..N by decreasing volume).
+
+    ``depth_mm`` is how far the lesion reaches into the bone from the articular
+    surface (max over its voxels), ``surface_distance_mm`` how close it comes to it
+    (min); ``deep`` is ``depth_mm >= deep_mm`` (SPARCC). ``slice_range`` is the
+    first and last ``k`` index (slices of the fluid-sensitive series, 0-based).
+    """
+
     id: int
     volume_ml: float
     centroid_lps_mm: tuple[float, float, float]
@@ -32,6 +68,10 @@ class Lesion:
     mean_stir_ratio: float
     mean_t1_ratio: float
     intense: bool
+    depth_mm: float = float("nan")
+    surface_distance_mm: float = float("nan")
+    deep: bool = False
+    n_voxels: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,11 +85,17 @@ class Lesion:
             "mean_stir_ratio": round(self.mean_stir_ratio, 3),
             "mean_t1_ratio": round(self.mean_t1_ratio, 3),
             "intense": self.intense,
+            "depth_mm": round(self.depth_mm, 2),
+            "surface_distance_mm": round(self.surface_distance_mm, 2),
+            "deep": self.deep,
+            "n_voxels": self.n_voxels,
         }
 
 
 @dataclass(frozen=True)
 class BoneExtent:
+    """Extent of BME in one bone's marrow."""
+
     bone: str
     label: int
     marrow_volume_ml: float
@@ -57,6 +103,7 @@ class BoneExtent:
     extent_fraction: float
     grade: int
     n_lesions: int
+    articular_surface_found: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +114,35 @@ class BoneExtent:
             "extent_fraction": round(self.extent_fraction, 4),
             "grade": self.grade,
             "n_lesions": self.n_lesions,
+            "articular_surface_found": self.articular_surface_found,
+        }
+
+
+@dataclass(frozen=True)
+class RegionExtent:
+    """Extent of BME in one subregion (MOAKS subregion, SPARCC/Berlin quadrant...)."""
+
+    bone: str
+    region: str
+    label: int
+    marrow_volume_ml: float
+    bme_volume_ml: float
+    extent_fraction: float
+    grade: int
+    n_lesions: int
+    scored: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bone": self.bone,
+            "region": self.region,
+            "label": self.label,
+            "marrow_volume_ml": round(self.marrow_volume_ml, 3),
+            "bme_volume_ml": round(self.bme_volume_ml, 4),
+            "extent_fraction": round(self.extent_fraction, 4),
+            "grade": self.grade,
+            "n_lesions": self.n_lesions,
+            "scored": self.scored,
         }
 
 
@@ -82,6 +158,11 @@ class Measurements:
     scoring_scheme: str
     bone_names: dict[int, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    regions: tuple[RegionExtent, ...] = ()
+    #: subregion label per voxel (0 outside marrow); ``regions[i].label`` indexes it
+    region_labels: NDArray[np.int16] | None = None
+    #: scheme details: ``extent_score_max``, SPARCC per-slice counts, Berlin, ASAS...
+    scores: dict[str, Any] = field(default_factory=dict)
 
 
 def grade(fraction: float, edges: tuple[float, ...]) -> int:
@@ -98,78 +179,16 @@ def grade(fraction: float, edges: tuple[float, ...]) -> int:
     return int(sum(fraction > e for e in edges))
 
 
-def _centroids_lps(labels: NDArray[np.integer], n: int, geom: Geometry) -> NDArray[np.float64]:
-    idx = np.arange(1, n + 1)
+def _majority(values: NDArray[np.integer], labels: NDArray[np.integer], n: int) -> NDArray[np.int64]:
+    """Most frequent non-zero value of ``values`` under each label 1..n (0 if none)."""
     if n == 0:
-        return np.zeros((0, 3))
-    c = np.array(ndi.center_of_mass(np.ones(labels.shape, np.float32), labels, idx), dtype=np.float64)
-    return geom.index_to_lps(c.reshape(-1, 3))
+        return np.zeros(0, np.int64)
 
+    def pick(v: NDArray[np.integer]) -> int:
+        v = v[v > 0]
+        return int(np.bincount(v).argmax()) if v.size else 0
 
-def name_bones(bones: NDArray[np.integer], geom: Geometry, anatomy: str) -> dict[int, str]:
-    """Name each marrow label from its position and size in patient coordinates.
-
-    knee: the largest superior cavity is the femur, the largest inferior one the
-    tibia, a small cavity anterior to the femur the patella, a small one below the
-    tibial plateau and lateral the fibula. sij: the midline cavity is the sacrum,
-    those on either side the left and right ilium. Others: ``bone_<n>`` ordered by
-    size. Unrecognised cavities keep ``bone_<n>``.
-    """
-    n = int(bones.max()) if bones.size else 0
-    if n == 0:
-        return {}
-    vox = geom.voxel_volume_ml
-    sizes = np.bincount(bones.ravel(), minlength=n + 1)[1:] * vox
-    cents = _centroids_lps(bones, n, geom)
-    names = {i + 1: f"bone_{i + 1}" for i in range(n)}
-    order = list(np.argsort(-sizes))
-    if anatomy == "knee" and n >= 1:
-        big = [i for i in order[:2]]
-        if len(big) == 2:
-            sup, inf = sorted(big, key=lambda i: -cents[i, 2])
-            names[sup + 1], names[inf + 1] = "femur", "tibia"
-            fem, tib = cents[sup], cents[inf]
-            for i in order[2:]:
-                c = cents[i]
-                if c[2] < tib[2] + 5 and np.hypot(*(c[:2] - tib[:2])) > 15:
-                    names[i + 1] = "fibula"
-                elif c[1] < fem[1] - 10 and c[2] > tib[2]:
-                    names[i + 1] = "patella"
-        else:
-            names[big[0] + 1] = "femur" if n == 1 else names[big[0] + 1]
-    elif anatomy == "sij" and n >= 1:
-        top = order[:3]
-        xs = cents[top, 0]
-        mid = top[int(np.argmin(np.abs(xs - np.median(cents[top, 0]))))] if len(top) == 3 else None
-        for i in top:
-            if i == mid:
-                names[i + 1] = "sacrum"
-            elif mid is not None:
-                names[i + 1] = "ilium_left" if cents[i, 0] > cents[mid, 0] else "ilium_right"
-    # make names unique
-    seen: dict[str, int] = {}
-    for k in sorted(names):
-        v = names[k]
-        if v in seen:
-            names[k] = f"{v}_{k}"
-        seen[v] = k
-    return names
-
-
-def _region(c: NDArray[np.float64], bone_c: NDArray[np.float64], bone: str, side_sign: float | None) -> str:
-    """Coarse region of a lesion inside its bone from LPS offsets of the centroid."""
-    d = c - bone_c
-    si = "superior" if d[2] > 0 else "inferior"
-    ap = "anterior" if d[1] < -5 else ("posterior" if d[1] > 5 else "central")
-    if side_sign is not None:
-        ml = "lateral" if d[0] * side_sign > 0 else "medial"
-    else:
-        ml = "left" if d[0] > 0 else "right"
-    if bone in ("femur", "tibia"):
-        return f"{ml}-{ap}"
-    if bone.startswith("ilium") or bone == "sacrum":
-        return f"{si}-{'left' if d[0] > 0 else 'right'}" if bone == "sacrum" else si
-    return f"{ml}-{si}"
+    return np.asarray(ndi.labeled_comprehension(values, labels, np.arange(1, n + 1), pick, np.int64, 0))
 
 
 def measure(
@@ -183,11 +202,33 @@ def measure(
     t1_ratio: NDArray[np.floating] | None = None,
     intense_ratio: float = 3.0,
     connectivity: int = 26,
+    bone_names: Mapping[int, str] | None = None,
 ) -> Measurements:
-    """Label lesions and compute location, volume and per-bone extent.
+    """Label lesions and compute location, depth, volume and extent per bone and subregion.
 
-    Lesion ids run 1..N by decreasing volume. ``extent_score`` is the sum of the
-    per-bone grades (RAMRIS-style sum; the preset's scheme names the grade bins).
+    Parameters
+    ----------
+    bme : (I, J, K) bool
+        BME voxels on the grid ``geom``.
+    bones : (I, J, K) int
+        Marrow labels (0 outside marrow).
+    geom : Geometry
+    anatomy : str
+        Preset anatomy: bone naming and subregions (:mod:`bmeseg.regions`).
+    scoring : ScoringSettings
+        Scheme, grade bins, deep threshold, joint gap, subregion depth, laterality.
+    stir_ratio, t1_ratio : (I, J, K) float, optional
+        Signal relative to local normal marrow (from the edema step).
+    intense_ratio : float
+        Mean STIR ratio at or above which a lesion is "intense" (fluid-like).
+    bone_names : mapping, optional
+        Names of the ``bones`` labels (user label map); default: from geometry.
+
+    Returns
+    -------
+    Measurements
+        Lesion ids run 1..N by decreasing volume; ``extent_score`` is the scheme's
+        aggregate (module docstring).
     """
     vox = geom.voxel_volume_ml
     structure = ndi.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity])
@@ -202,25 +243,36 @@ def measure(
     lesion_labels = remap[lab]
     n = len(order)
 
-    names = name_bones(bones, geom, anatomy)
-    nb = int(bones.max()) if bones.size else 0
-    bone_cents = _centroids_lps(bones, nb, geom)
-    side_sign: float | None = None
-    if anatomy == "knee":
-        fib = [k for k, v in names.items() if v == "fibula"]
-        tib = [k for k, v in names.items() if v == "tibia"]
-        if fib and tib:  # lateral is the fibula's side of the tibia
-            side_sign = float(np.sign(bone_cents[fib[0] - 1, 0] - bone_cents[tib[0] - 1, 0])) or None
+    present = [int(v) for v in np.unique(bones) if v > 0]
+    names = dict(bone_names) if bone_names else name_bones(bones, geom, anatomy)
+    for b in present:
+        names.setdefault(b, f"bone_{b}")
+    names = {b: names[b] for b in present}
+    depth, jointed = articular_depth_mm(bones, geom, joint_gap_mm=scoring.joint_gap_mm)
+    sub = subregions(bones, geom, names, anatomy, depth_mm=depth, region_depth_mm=scoring.region_depth_mm,
+                     laterality=scoring.laterality)
+    warnings.extend(sub.notes)
+    region_names = sub.names()
+    if anatomy == "sij" and geom.plane() != "coronal":
+        warnings.append(f"SPARCC counts slices of a {geom.plane()} series; it is defined on semicoronal slices")
 
     lesions: list[Lesion] = []
     idx = np.arange(1, n + 1)
     if n:
-        cents = _centroids_lps(lesion_labels, n, geom)
+        cents = geom.index_to_lps(np.asarray(
+            ndi.center_of_mass(np.ones(bme.shape, np.float32), lesion_labels, idx), dtype=np.float64).reshape(-1, 3))
         objs = ndi.find_objects(lesion_labels)
-        bone_of = ndi.labeled_comprehension(bones, lesion_labels, idx, lambda v: np.bincount(v).argmax(), np.int64, 0)
+        bone_of = _majority(bones, lesion_labels, n)
+        region_of = _majority(sub.labels, lesion_labels, n)
         ones = np.ones(bme.shape, np.float32)
         ms = ndi.mean(stir_ratio if stir_ratio is not None else ones, lesion_labels, idx)
         mt = ndi.mean(t1_ratio if t1_ratio is not None else ones, lesion_labels, idx)
+        finite = np.isfinite(depth)
+        in_marrow = np.where(finite, lesion_labels, 0)
+        d0 = np.where(finite, depth, 0.0)
+        dmax = ndi.maximum(d0, in_marrow, idx)
+        dmin = ndi.minimum(d0, in_marrow, idx)
+        has_depth = np.bincount(in_marrow.ravel(), minlength=n + 1)[1:] > 0
         for i in range(n):
             sl = objs[i]
             assert sl is not None
@@ -229,44 +281,149 @@ def measure(
                                 for z in (sl[2].start - 0.5, sl[2].stop - 0.5)])
             pts = geom.index_to_lps(corners)
             b = int(bone_of[i])
-            bone_name = names.get(b, "outside_marrow") if b else "outside_marrow"
-            region = _region(cents[i], bone_cents[b - 1], bone_name, side_sign) if b else "unknown"
+            r = int(region_of[i])
+            dep = float(dmax[i]) if has_depth[i] else float("nan")
             lesions.append(Lesion(
                 id=i + 1,
                 volume_ml=float(sizes[order[i]] * vox),
                 centroid_lps_mm=(float(cents[i, 0]), float(cents[i, 1]), float(cents[i, 2])),
                 bbox_lps_mm=(tuple(float(v) for v in pts.min(0)), tuple(float(v) for v in pts.max(0))),  # type: ignore[arg-type]
                 slice_range=(int(sl[2].start), int(sl[2].stop - 1)),
-                bone=bone_name,
-                region=region,
+                bone=names.get(b, "outside_marrow") if b else "outside_marrow",
+                region=region_names[r][1] if r else "unknown",
                 mean_stir_ratio=float(ms[i]),
                 mean_t1_ratio=float(mt[i]),
                 intense=bool(ms[i] >= intense_ratio),
+                depth_mm=dep,
+                surface_distance_mm=float(dmin[i]) if has_depth[i] else float("nan"),
+                deep=bool(has_depth[i] and dep >= scoring.deep_mm),
+                n_voxels=int(sizes[order[i]]),
             ))
 
-    marrow_ml = float((bones > 0).sum() * vox)
     bme_in = bme & (bones > 0)
     extents: list[BoneExtent] = []
-    if nb:
-        mv = np.bincount(bones.ravel(), minlength=nb + 1)
-        bv = np.bincount(bones[bme_in].ravel(), minlength=nb + 1)
-        for b in range(1, nb + 1):
-            frac = float(bv[b] / mv[b]) if mv[b] else 0.0
-            extents.append(BoneExtent(
-                bone=names[b], label=b, marrow_volume_ml=float(mv[b] * vox), bme_volume_ml=float(bv[b] * vox),
-                extent_fraction=frac, grade=grade(frac, scoring.grade_edges),
-                n_lesions=sum(1 for les in lesions if les.bone == names[b]),
-            ))
-    bme_ml = float(bme.sum() * vox)
+    for b in present:
+        own = bones == b
+        mv, bv = int(own.sum()), int((own & bme).sum())
+        frac = bv / mv if mv else 0.0
+        extents.append(BoneExtent(
+            bone=names[b], label=b, marrow_volume_ml=mv * vox, bme_volume_ml=bv * vox, extent_fraction=frac,
+            grade=grade(frac, scoring.grade_edges), n_lesions=sum(1 for les in lesions if les.bone == names[b]),
+            articular_surface_found=jointed.get(b, False),
+        ))
+    nr = len(sub.regions)
+    rmv = np.bincount(sub.labels.ravel(), minlength=nr + 1)
+    rbv = np.bincount(sub.labels[bme_in].ravel(), minlength=nr + 1)
+    # lesions touching each region (a lesion may count in two neighbouring subregions, as readers count)
+    pairs = np.unique(np.stack([sub.labels[lesion_labels > 0], lesion_labels[lesion_labels > 0]]), axis=1)
+    touch = np.bincount(pairs[0], minlength=nr + 1) if pairs.size else np.zeros(nr + 1, np.int64)
+    reg_ext: list[RegionExtent] = []
+    for reg in sub.regions:
+        frac = float(rbv[reg.label] / rmv[reg.label]) if rmv[reg.label] else 0.0
+        reg_ext.append(RegionExtent(
+            bone=reg.bone, region=reg.region, label=reg.label, marrow_volume_ml=float(rmv[reg.label] * vox),
+            bme_volume_ml=float(rbv[reg.label] * vox), extent_fraction=frac,
+            grade=grade(frac, scoring.grade_edges), n_lesions=int(touch[reg.label]),
+            scored=reg.region not in UNSCORED_REGIONS,
+        ))
+    scores = _scores(scoring, anatomy, extents, reg_ext, sub, bme_in, lesion_labels, lesions, depth, geom, warnings)
     return Measurements(
         lesion_labels=lesion_labels,
         lesions=tuple(lesions),
         bones=tuple(extents),
-        marrow_volume_ml=marrow_ml,
-        bme_volume_ml=bme_ml,
+        marrow_volume_ml=float((bones > 0).sum() * vox),
+        bme_volume_ml=float(bme.sum() * vox),
         extent_fraction=float(bme_in.sum() / max((bones > 0).sum(), 1)),
-        extent_score=int(sum(e.grade for e in extents)),
+        extent_score=int(scores["extent_score"]),
         scoring_scheme=scoring.scheme,
         bone_names=names,
         warnings=tuple(warnings),
+        regions=tuple(reg_ext),
+        region_labels=sub.labels,
+        scores=scores,
     )
+
+
+def _scores(
+    scoring: ScoringSettings, anatomy: str, bones: list[BoneExtent], regions: list[RegionExtent],
+    sub: Any, bme_in: NDArray[np.bool_], lesion_labels: NDArray[np.uint8], lesions: list[Lesion],
+    depth: NDArray[np.float32], geom: Geometry, warnings: list[str],
+) -> dict[str, Any]:
+    scheme = scoring.scheme
+    top = len(scoring.grade_edges)
+    out: dict[str, Any] = {"scheme": scheme}
+    if scheme == "moaks":
+        scored = [r for r in regions if r.scored]
+        divided = {r.bone for r in scored if r.region != "whole"}
+        units = [r.grade for r in scored if r.region != "whole"] + [
+            b.grade for b in bones if b.bone not in divided]
+        out.update(extent_score=int(sum(units)), extent_score_max=top * len(units),
+                   aggregate="sum of MOAKS BML size grades over subregions",
+                   lesion_count=len(lesions))
+    elif scheme == "sparcc":
+        out.update(_sparcc(scoring, sub, bme_in, lesion_labels, lesions, depth, geom, warnings))
+        quads = [r for r in regions if r.scored and (r.bone == "sacrum" or r.bone.startswith("ilium"))]
+        out["berlin"] = {"score": int(sum(r.grade for r in quads)), "max": top * 8,
+                         "quadrants": {f"{r.bone}:{r.region}": r.grade for r in quads}}
+    else:
+        out.update(extent_score=int(sum(b.grade for b in bones)), extent_score_max=top * len(bones),
+                   aggregate="sum of per-bone grades")
+    return out
+
+
+def _sparcc(scoring: ScoringSettings, sub: Any, bme_in: NDArray[np.bool_], lesion_labels: NDArray[np.uint8],
+            lesions: list[Lesion], depth: NDArray[np.float32], geom: Geometry,
+            warnings: list[str]) -> dict[str, Any]:
+    """SPARCC SIJ total over the central ``sparcc_slices`` slices, plus ASAS positivity."""
+    quad: dict[str, list[int]] = {"left": [], "right": []}
+    for r in sub.regions:
+        if r.region in UNSCORED_REGIONS:
+            continue
+        if r.bone == "sacrum":
+            quad[r.region.split("_")[0]].append(r.label)
+        elif r.bone in ("ilium_left", "ilium_right"):
+            quad[r.bone.split("_")[1]].append(r.label)
+    nk = bme_in.shape[2]
+    joint_mask = np.isin(sub.labels, quad["left"] + quad["right"])
+    if not joint_mask.any():
+        warnings.append("SPARCC: no sacroiliac joint quadrants found (need sacrum and ilia); score 0")
+        return {"extent_score": 0, "extent_score_max": 72, "aggregate": "SPARCC SIJ total", "slices": [],
+                "asas_positive": False}
+    surf_per_slice = (joint_mask & (depth <= 2.0 * max(geom.spacing_mm))).sum(axis=(0, 1))
+    n_sl = min(scoring.sparcc_slices, nk)
+    if n_sl < scoring.sparcc_slices:
+        warnings.append(f"SPARCC: only {nk} slices; scored all of them (defined on {scoring.sparcc_slices})")
+    window = np.convolve(surf_per_slice, np.ones(n_sl), mode="valid")
+    # the window with the most joint surface; ties go to the one centred on the joint
+    centre = float(np.average(np.arange(nk), weights=surf_per_slice)) if surf_per_slice.sum() else nk / 2
+    best = np.flatnonzero(window >= window.max() - 1e-9)
+    k0 = int(best[np.argmin(np.abs(best + (n_sl - 1) / 2 - centre))])
+    intense_ids = np.array([les.id for les in lesions if les.intense], dtype=np.int64)
+    total = 0
+    per_slice = []
+    for k in range(k0, k0 + n_sl):
+        row: dict[str, Any] = {"slice": k}
+        for side in ("left", "right"):
+            labs = sub.labels[:, :, k]
+            b = bme_in[:, :, k]
+            q = sum(int(np.any(b & (labs == lab))) for lab in quad[side])
+            m = b & np.isin(labs, quad[side])
+            intense = bool(intense_ids.size and np.any(np.isin(lesion_labels[:, :, k][m], intense_ids)))
+            deep = bool(np.any(depth[:, :, k][m] >= scoring.deep_mm))
+            row[side] = {"quadrants": q, "intense": intense, "deep": deep}
+            total += q + int(intense) + int(deep)
+        per_slice.append(row)
+    # ASAS: subchondral BME on >= 2 consecutive slices, or >= 2 lesions on one slice
+    in_joint = bme_in & joint_mask
+    per_k = [ndi.label(in_joint[:, :, k], structure=np.ones((3, 3), bool))[1] for k in range(nk)]
+    ids = np.unique(lesion_labels[in_joint])
+    consecutive = any(len(np.unique(np.nonzero(in_joint & (lesion_labels == i))[2])) >= 2 for i in ids if i)
+    asas = bool(consecutive or (max(per_k) if per_k else 0) >= 2)
+    return {"extent_score": total, "extent_score_max": 12 * n_sl, "aggregate": "SPARCC SIJ total",
+            "slices": per_slice, "asas_positive": asas,
+            "asas_rule": ">= 2 consecutive slices or >= 2 lesions on one slice"}
+
+
+def bone_centroids(bones: NDArray[np.integer], geom: Geometry) -> dict[int, tuple[float, float, float]]:
+    """Centroid (LPS mm) of every bone label (convenience for reports and tests)."""
+    return {k: (float(v[0]), float(v[1]), float(v[2])) for k, v in bone_centroids_lps(bones, geom).items()}

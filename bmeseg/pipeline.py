@@ -39,6 +39,9 @@ OUTPUT_FILES = (
     "qa.png",  # QA pictures (issue F): skipped when the 'qa' extra (matplotlib) is missing
     "registration.png",
     "qa_thumb.png",
+    "lesions.csv",  # report tables (issue D)
+    "bones.csv",
+    "bme_seg.dcm",  # DICOM input with the 'seg' extra (highdicom) only
     "report.json",
 )
 
@@ -150,7 +153,8 @@ def load_pair(inp: StudyInput, timings: dict[str, float] | None = None) -> tuple
             classification=pair.t1_class.kind.value, classification_reason=pair.t1_class.reason
         )
         stir = load_series(pair.fluid).replace_meta(
-            classification=pair.fluid_class.kind.value, classification_reason=pair.fluid_class.reason
+            classification=pair.fluid_class.kind.value, classification_reason=pair.fluid_class.reason,
+            files=[str(p) for p in pair.fluid.files],  # source images the DICOM SEG references
         )
     for v in (t1, stir):
         notes.extend(str(w) for w in v.meta.get("warnings", []))
@@ -178,7 +182,7 @@ def _register(t1: Volume, stir: Volume, settings: PipelineSettings, notes: list[
 
 def detect(
     t1_on_stir: Volume, stir: Volume, settings: PipelineSettings, *, bone_mask: Volume | None = None,
-    timings: dict[str, float] | None = None,
+    timings: dict[str, float] | None = None, bone_names: dict[int, str] | None = None,
 ) -> tuple[MarrowResult, EdemaResult, Measurements]:
     """Marrow, edema and measures on one grid (T1 already on the fluid-sensitive grid)."""
     timings = {} if timings is None else timings
@@ -190,7 +194,7 @@ def detect(
         meas = measure(
             edema.mask, marrow.bones, stir.geometry, anatomy=settings.anatomy, scoring=settings.scoring,
             stir_ratio=edema.stir_ratio, t1_ratio=edema.t1_ratio, intense_ratio=settings.edema.intense_ratio,
-            connectivity=settings.lesions.connectivity,
+            connectivity=settings.lesions.connectivity, bone_names=bone_names,
         )
     return marrow, edema, meas
 
@@ -230,6 +234,7 @@ def run_study(
     with _timed(timings, "register"):
         t1, reg_info = _register(t1_native, stir, settings, notes)
     bone_mask = None
+    bone_names = None
     if inp.bone_mask is not None:
         from .io.nifti import read_nifti
         from .register import resample_to
@@ -237,7 +242,10 @@ def run_study(
         bm = read_nifti(inp.bone_mask, dtype=np.int32)
         bone_mask = bm if bm.geometry.same_grid(stir.geometry, tol_mm=1e-2) else resample_to(
             bm, stir.geometry, None, interpolation="nearest")
-    marrow, edema, meas = detect(t1, stir, settings, bone_mask=bone_mask, timings=timings)
+        from .regions import names_for_bone_mask_file
+
+        bone_names = names_for_bone_mask_file(inp.bone_mask, bone_mask.array, settings.anatomy)
+    marrow, edema, meas = detect(t1, stir, settings, bone_mask=bone_mask, timings=timings, bone_names=bone_names)
     notes.extend(meas.warnings)
     inputs = {"t1": _series_meta(t1_native), "stir": _series_meta(stir)}
     result = StudyResult(t1=t1, stir=stir, marrow=marrow, edema=edema, measurements=meas,
@@ -271,6 +279,9 @@ def _write_outputs(result: StudyResult, out: Path, *, force: bool) -> None:
         write_nifti(g.with_array(result.stir.array.astype(np.float32)), tmp / "stir.nii.gz")
         write_nifti(result.t1.with_array(result.t1.array.astype(np.float32)), tmp / "t1_registered.nii.gz")
         # -- report tables and DICOM SEG (issue D) go here: write into tmp, list names in OUTPUT_FILES --
+        from .report import write_tables_and_seg
+
+        result.warnings.extend(write_tables_and_seg(result, tmp))
         # -- QA pictures (issue F) go here: write into tmp, list names in OUTPUT_FILES --
         from .qa.study import write_run_pictures
 

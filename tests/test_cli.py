@@ -46,8 +46,11 @@ def test_run_nifti_pair_end_to_end(tmp_path: Path, nifti_pair: tuple, capsys: py
     out = tmp_path / "out"
     assert main(["run", "--t1", str(t1p), "--stir", str(stirp), "-o", str(out)]) == 0
     for name in OUTPUT_FILES:
-        assert (out / name).is_file(), name
+        if name != "bme_seg.dcm":  # DICOM SEG only for DICOM input (a warning says so)
+            assert (out / name).is_file(), name
+    assert not (out / "bme_seg.dcm").exists()
     rep = json.loads((out / "report.json").read_text())
+    assert any("DICOM SEG not written" in w for w in rep["warnings"])
     for key in ("schema_version", "software", "inputs", "registration", "marrow_volume_ml", "bme_volume_ml",
                 "extent_fraction", "extent_score", "scoring_scheme", "lesions", "parameters", "timings_s", "warnings"):
         assert key in rep, key
@@ -90,6 +93,7 @@ def test_run_dicom_folder_end_to_end(tmp_path: Path, dicom_study: tuple) -> None
 
     assert np.allclose(corners(img.affine, img.shape), corners(truth.geometry.affine_ras, truth.shape), atol=1e-3)
     assert rep["bme_volume_ml"] > 0.3
+    assert (out / "bme_seg.dcm").is_file() and (out / "lesions.csv").is_file() and (out / "bones.csv").is_file()
     # explicit series choice by description and number gives the same pair
     out2 = tmp_path / "o2"
     assert main(["run", str(d), "-o", str(out2), "--t1", "t1_tse_cor", "--stir", "3"]) == 0
