@@ -146,3 +146,13 @@ def test_cli_convert_reports_skipped_series(tmp_path: Path, capsys: pytest.Captu
     assert 'skipped 1 series:\n  #2 "t1_tse_cor"' in captured.out and "not uniform" in captured.out
     assert "no series could be converted" in captured.err
     assert main(["convert", str(tmp_path / "nothing"), "-o", str(tmp_path / "out")]) == 2
+
+
+def test_progress_bar_and_plain_fallback(tree: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("tqdm")
+    assert discover(tree, jobs=1, progress=True)["n_series"] == 4
+    assert "indexing DICOM" in capsys.readouterr().err  # the tqdm bar (on stderr)
+    monkeypatch.setitem(__import__("sys").modules, "tqdm", None)  # tqdm not installed: plain log lines
+    assert discover(tree, jobs=1, progress=True)["n_series"] == 4
+    assert "indexing DICOM" not in capsys.readouterr().err
