@@ -226,7 +226,8 @@ def read_seg_labelmap(path: str | os.PathLike[str], geom: Geometry) -> NDArray[n
     pix = seg.pixel_array if seg.NumberOfFrames > 1 else seg.pixel_array[None]
     for f, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
         ipp = np.asarray(item.PlanePositionSequence[0].ImagePositionPatient, float)
-        seg_no = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        sid = item.get("SegmentIdentificationSequence") or shared.SegmentIdentificationSequence  # 1 segment: shared
+        seg_no = int(sid[0].ReferencedSegmentNumber)
         on = pix[f] > 0
         lps = ipp + ii[on, None] * ps[1] * iop[:3] + jj[on, None] * ps[0] * iop[3:]
         idx = np.rint(geom.lps_to_index(lps)).astype(int)
