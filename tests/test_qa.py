@@ -9,6 +9,7 @@ import sys
 import time
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -147,11 +148,10 @@ def test_montage_has_stir_and_t1_side_by_side_with_ids_and_labels(study: tuple) 
     assert texts.count("R") >= len(visible) and texts.count("L") >= len(visible)
     assert any("mm" in t for t in texts)  # scale bar
     # the lesion outline is drawn in the lesion's colour
-    from matplotlib.colors import to_hex
-
     from bmeseg.qa import lesion_colour
 
-    colours = {to_hex(c) for ax in visible for coll in ax.collections for c in coll.get_edgecolor()}
+    colours = {"#" + "".join(f"{round(float(x) * 255):02x}" for x in c[:3]) for ax in visible
+               for coll in ax.collections for c in np.atleast_2d(coll.get_edgecolor())}
     assert lesion_colour(1) in colours
 
 
@@ -222,7 +222,7 @@ def test_a_drawing_bug_does_not_fail_the_run(study: tuple, tmp_path: Path, monke
 
 
 def test_flag_outliers_known_answers() -> None:
-    rows = [{"study": f"s{i}", "status": "done", "bme_volume_ml": v, "marrow_volume_ml": m, "extent_fraction": f,
+    rows: list[dict[str, Any]] = [{"study": f"s{i}", "status": "done", "bme_volume_ml": v, "marrow_volume_ml": m, "extent_fraction": f,
              "registration_status": r, "n_warnings": w}
             for i, (v, m, f, r, w) in enumerate([
                 (1.0, 100.0, 1.0, "ok", 0), (1.2, 110.0, 1.0, "ok", 0), (0.9, 95.0, 1.0, "ok", 0),

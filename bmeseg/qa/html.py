@@ -453,7 +453,7 @@ def _cohort_body(root: Path, rows: list[dict[str, Any]]) -> str:
                 cells.append(f'<td class="num" data-v="{"" if x is None else x}">{shown}</td>')
             else:
                 cells.append(f"<td>{escape(_fmt(v))}</td>")
-        body.append(f'<tr class="sev-{r["severity"]}" data-severity="{r["severity"]}" '
+        body.append(f'<tr class="sev-{r["severity"]}" data-study="{escape(str(r["study"]))}" data-severity="{r["severity"]}" '
                     f'data-flagged="{len(r["flags"])}" data-registration="{escape(str(r["registration_status"] or ""))}">'
                     + "".join(cells) + "</tr>")
     parts.append(f'<table id="studies"><thead><tr>{head}</tr></thead><tbody>\n' + "\n".join(body)

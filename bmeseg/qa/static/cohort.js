@@ -16,16 +16,17 @@
     return v === null ? cell.textContent.trim() : v;
   }
 
-  function compare(a, b, numeric) {
+  // blanks (missing values) sort last in both directions
+  function compare(a, b, numeric, desc) {
+    var sign = desc ? -1 : 1;
     if (numeric) {
       var x = parseFloat(a), y = parseFloat(b);
       var xn = isNaN(x), yn = isNaN(y);
-      if (xn && yn) { return 0; }
-      if (xn) { return 1; }   // blanks last
-      if (yn) { return -1; }
-      return x - y;
+      if (xn || yn) { return xn === yn ? 0 : (xn ? 1 : -1); }
+      return sign * (x - y);
     }
-    return a.localeCompare(b, undefined, { numeric: true, sensitivity: "base" });
+    if (!a || !b) { return !a === !b ? 0 : (!a ? 1 : -1); }
+    return sign * a.localeCompare(b, undefined, { numeric: true, sensitivity: "base" });
   }
 
   function sortBy(th) {
@@ -38,8 +39,7 @@
     th.classList.add(desc ? "sorted-desc" : "sorted-asc");
     var keyed = rows.map(function (r, i) { return [sortValue(r, col), i, r]; });
     keyed.sort(function (p, q) {
-      var c = compare(p[0], q[0], numeric);
-      if (desc) { c = -c; }
+      var c = compare(p[0], q[0], numeric, desc);
       return c !== 0 ? c : p[1] - q[1];
     });
     keyed.forEach(function (k) { tbody.appendChild(k[2]); });
