@@ -223,3 +223,30 @@ def test_scoring_settings_checked() -> None:
         load_settings("knee", overrides={"scoring": {"laterality": "up"}})
     with pytest.raises(ConfigError, match="seg_segments"):
         load_settings("knee", overrides={"scoring": {"seg_segments": "all"}})
+
+
+def test_synthetic_knee_study_truth(tmp_path: Path) -> None:
+    """On the synth phantom's truth maps: bone names, lesion bone/side/centroid and extent match truth.json."""
+    synth = pytest.importorskip("bmeseg.synth")
+    from bmeseg.io.nifti import read_nifti
+
+    tr = synth.make_study(tmp_path / "s", synth.StudySpec.tiny(), seed=1)
+    truth = json.loads(tr.truth_json.read_text())
+    bone = read_nifti(tr.bone_map, dtype=np.int32)
+    bme = read_nifti(tr.bme_mask, dtype=np.int32).array > 0
+    present = {int(v) for v in np.unique(bone.array) if v > 0}
+    assert name_bones(bone.array, bone.geometry, "knee") == {k: truth["bone_labels"][str(k)] for k in present}
+    # the phantom is a right knee (medial = patient left); its fibula may be out of the small field of view
+    m = measure(bme, bone.array, bone.geometry, anatomy="knee",
+                scoring=ScoringSettings(region_depth_mm=40.0, laterality="right"))
+    for t in truth["lesions"]:
+        les = min(m.lesions, key=lambda le, t=t: float(np.linalg.norm(
+            np.asarray(le.centroid_lps_mm) - np.asarray(t["centroid_lps_mm"]))))
+        assert np.linalg.norm(np.asarray(les.centroid_lps_mm) - np.asarray(t["centroid_lps_mm"])) < 5.0
+        assert les.bone == t["bone"]
+        for side in ("medial", "lateral"):
+            if t["location"].startswith(side):
+                assert les.region.startswith(side), (les.region, t["location"])
+    for b in m.bones:
+        frac = (bme & (bone.array == b.label)).sum() / (bone.array == b.label).sum()
+        assert abs(b.extent_fraction - frac) < 0.05 and b.grade == grade(frac, (0.0, 0.33, 0.66))
