@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -177,6 +179,27 @@ def test_scheduler_file_missing_is_usage_error(cohort: Path, tmp_path: Path) -> 
                  str(tmp_path / "nope.json")]) == 2
 
 
+@pytest.fixture
+def restore_process_state() -> Iterator[None]:
+    """An in-process Dask worker sets this process' thread limits and log level: undo them afterwards."""
+    import SimpleITK as sitk
+
+    from bmeseg.batch.worker import THREAD_ENV_VARS
+
+    env = {var: os.environ.get(var) for var in THREAD_ENV_VARS}
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    level = logging.getLogger("bmeseg").level
+    yield
+    for var, val in env.items():
+        if val is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = val
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    logging.getLogger("bmeseg").setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_process_state")
 def test_dask_cluster_gives_same_cohort_as_local_pool(cohort: Path, tmp_path: Path) -> None:
     distributed = pytest.importorskip("distributed")
     root = tmp_path / "root"

@@ -129,6 +129,16 @@ def dask_client(scheduler: str) -> Any:
     return distributed.Client(scheduler, timeout="20s")
 
 
+def _limit_worker_threads(client: Any) -> None:
+    """Tell each worker how many task threads share its host, so ITK x tasks <= cores there."""
+    workers = client.scheduler_info().get("workers", {})
+    per_host: dict[str, int] = {}
+    for w in workers.values():
+        per_host[w.get("host", "")] = per_host.get(w.get("host", ""), 0) + int(w.get("nthreads", 1) or 1)
+    for addr, w in workers.items():
+        client.run(init_dask_worker, per_host[w.get("host", "")], workers=[addr])
+
+
 def run_dask(
     items: Sequence[Item], out_root: Path, settings: PipelineSettings, *, scheduler: str | Any,
 ) -> Iterator[StudyOutcome]:
@@ -142,7 +152,7 @@ def run_dask(
     own = isinstance(scheduler, str)
     client: Any = dask_client(scheduler) if own else scheduler
     try:
-        client.run(init_dask_worker)
+        _limit_worker_threads(client)
         futs = {}
         for task, h in items:
             f = client.submit(process_study, task, out_root, settings, h, pure=False,

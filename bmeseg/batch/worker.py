@@ -91,13 +91,18 @@ def init_local_worker(threads: int, log_level: int) -> None:
     lg.propagate = False  # the parent shows progress; details are in OUT/<study>/run.log
 
 
-def init_dask_worker(dask_worker: Any = None) -> int:
-    """Run on every Dask worker (``client.run``): cores / worker threads for ITK and BLAS."""
+def init_dask_worker(host_threads: int | None = None, dask_worker: Any = None) -> int:
+    """Run on every Dask worker (``client.run``): ITK/BLAS threads = cores / task threads on this host.
+
+    ``host_threads`` is the number of task threads of all workers on this
+    worker's host (so two 1-thread workers on 2 cores get 1 ITK thread each);
+    default: this worker's own thread count.
+    """
     nthreads = 1
     if dask_worker is not None:
         nthreads = int(getattr(getattr(dask_worker, "state", dask_worker), "nthreads", 1) or 1)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    per_task = max(1, cores // nthreads)
+    per_task = max(1, cores // max(1, host_threads or nthreads))
     configure_threads(per_task)
     lg = logging.getLogger("bmeseg")
     if lg.getEffectiveLevel() > logging.INFO:
