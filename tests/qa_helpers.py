@@ -31,6 +31,9 @@ def make_cohort(out: Path, src: Path) -> Path:
     rep["registration"]["reasons"] = ["metric did not improve"]
     rep["warnings"] = [*rep["warnings"], "registration failed its checks; T1 placed by scanner geometry only"]
     rep_path.write_text(json.dumps(rep))
-    (out / "failures.csv").write_text("study,stage,error\nbroken_d,load,truncated file IM0001 (2048 of 131072 bytes)\n")
-    (out / "cohort.csv").write_text("study_id,site\nlesion_a,Basel\nclean_b,Bern\nbadreg_c,Basel\n")
+    # the columns bmeseg.batch writes (and an extra one)
+    (out / "failures.csv").write_text("study_id,stage,error_type,message,source\n"
+                                      "broken_d,load,DicomReadError,truncated file IM0001 (2048 of 131072 bytes),/in/d\n")
+    (out / "cohort.csv").write_text("study_id,status,site\nlesion_a,ok,Basel\nclean_b,ok,Bern\nbadreg_c,ok,Basel\n"
+                                    "broken_d,failed,Bern\n")
     return out

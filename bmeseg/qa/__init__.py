@@ -7,16 +7,19 @@ Public API (used by ``bmeseg run``, ``bmeseg report`` and the notebooks):
 * :func:`write_study_qa` - ``qa.png``, ``registration.png``, ``qa_thumb.png`` for one study;
 * :func:`write_cohort_page` - ``OUT/index.html`` plus ``OUT/<study>/index.html`` for every study
   folder holding a ``report.json`` (call it at the end of a batch);
-* :func:`load_cohort` - the cohort as a list of row dicts, with outlier flags.
+* :func:`load_cohort` - the cohort as a list of row dicts, with outlier flags;
+* :mod:`bmeseg.qa.demo` - a tiny synthetic study for examples when no sample data is at hand.
 
 Pictures need the optional extra ``qa`` (matplotlib); the HTML pages need only the standard library.
 """
 
 from __future__ import annotations
 
+from . import demo
 from ._view import SliceView, slice_view
 from .figures import (
     LESION_COLOURS,
+    figure_png,
     lesion_colour,
     montage,
     overlay,
@@ -32,6 +35,7 @@ __all__ = [
     "montage",
     "registration_check",
     "thumbnail",
+    "figure_png",
     "select_slices",
     "slice_view",
     "SliceView",
@@ -44,4 +48,5 @@ __all__ = [
     "write_cohort_page",
     "load_cohort",
     "flag_outliers",
+    "demo",
 ]

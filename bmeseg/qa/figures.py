@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 __all__ = ["LESION_COLOURS", "MARROW_COLOUR", "lesion_colour", "overlay", "select_slices", "montage",
-           "registration_check", "thumbnail"]
+           "registration_check", "thumbnail", "figure_png"]
 
 #: Lesion outline colours, cycled by lesion id (id 1 gets the first). Warm and saturated, so that
 #: they stand apart from the cyan marrow outline and from grey anatomy.
@@ -49,6 +49,15 @@ def _figure(width_in: float, height_in: float, dpi: float = 100.0) -> Figure:
     except ImportError as exc:  # pragma: no cover - exercised by the pipeline's fallback test
         raise MissingDependencyError("matplotlib", "qa", "QA pictures") from exc
     return Figure(figsize=(width_in, height_in), dpi=dpi, facecolor=_BG)
+
+
+def figure_png(fig: Figure, *, dpi: float | None = None) -> bytes:
+    """The figure as PNG bytes (for ``IPython.display.Image(data=...)`` or a web page), no pyplot needed."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, facecolor=fig.get_facecolor())
+    return buf.getvalue()
 
 
 def _window(array: NDArray[Any], lo: float = 1.0, hi: float = 99.5) -> tuple[float, float]:
@@ -218,6 +227,8 @@ def select_slices(
             return []
         if pool.size <= k:
             return [int(v) for v in pool]
+        if k == 1:
+            return [int(pool[pool.size // 2])]
         return [int(pool[round(x)]) for x in np.linspace(0, pool.size - 1, k)]
 
     if has_bme.size == 0:

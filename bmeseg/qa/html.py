@@ -194,12 +194,14 @@ def load_cohort(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
             row = rows.get(key)
             if row is None:
                 row = rows[key] = {"study": key, "status": status or (rec.get("status") or "no report"),
-                                    "href": None, "thumb": None}
-            if status == "failed":
-                if row.get("status") != "done":
+                                   "href": None, "thumb": None}
+            if row.get("status") != "done":  # why it has no report: batch's failure columns
+                parts = [rec.get(c) for c in ("stage", "failure_stage", "error_type", "error", "message")]
+                err = ": ".join(x for x in parts if x)
+                if err:
+                    row["error"] = err
+                if status == "failed":
                     row["status"] = "failed"
-                    err = ": ".join(x for x in (rec.get("stage"), rec.get("error")) if x)
-                    row["error"] = err or None
             else:
                 for k, v in rec.items():
                     if k is not None and k not in _STUDY_KEYS:
