@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..pipeline import StudyResult
 
-__all__ = ["QA_FILES", "write_study_qa", "write_study_qa_from_outputs", "write_run_pictures"]
+__all__ = ["QA_FILES", "study_name", "write_study_qa", "write_study_qa_from_outputs", "write_run_pictures"]
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +117,29 @@ def write_study_qa_from_outputs(study_dir: str | os.PathLike[str], *, name: str 
     return _write_pictures(d, name or d.name, stir, t1, labels, bones, rep.get("lesions") or [], reg, summary)
 
 
+def study_name(out_dir: str | os.PathLike[str]) -> str:
+    """The study's name from its output folder, seeing through :func:`bmeseg.io.atomic.atomic_dir`'s
+    temporary name (``.<name>.<random>.tmp``, used by ``bmeseg batch`` while a study is being written).
+
+    Examples
+    --------
+    >>> study_name("/out/.knee_01.x1y2z3.tmp"), study_name("/out/knee_01")
+    ('knee_01', 'knee_01')
+    """
+    name = Path(out_dir).resolve().name
+    m = re.fullmatch(r"\.(.+)\.[^.]+\.tmp", name)
+    return m.group(1) if m else name
+
+
 def write_run_pictures(result: StudyResult, tmp_dir: Path, *, name: str) -> list[str]:
     """What ``run`` calls: write the pictures, or log and note why not; never fails the run.
 
+    ``name`` is the output folder's name (the study name is taken from it by :func:`study_name`).
     Returns the names of the files written (empty when matplotlib is missing or drawing failed,
     in which case a line is added to ``result.warnings``).
     """
     try:
-        return [p.name for p in write_study_qa(result, tmp_dir, name=name)]
+        return [p.name for p in write_study_qa(result, tmp_dir, name=study_name(name))]
     except ImportError as exc:
         msg = f"QA pictures not written: {exc}"
     except Exception as exc:  # a drawing bug must not cost the user the whole run
