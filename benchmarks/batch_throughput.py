@@ -10,7 +10,9 @@ synth package is absent), then runs the same cohort
 each with ``force`` so every study is processed. Wall time includes discovery
 (one header index of the whole tree) and worker start-up; ``steady`` is the
 throughput from the first finished study to the last (start-up excluded).
-Peak memory is each worker process' peak resident set size (``ru_maxrss``).
+Peak memory is each worker process' peak resident set size (``ru_maxrss``). ``CPU s/study``
+(local pools: this process plus its reaped workers) does not depend on what else runs on the machine:
+``cores x 60 / CPU s`` is the throughput an otherwise idle machine would allow.
 
 Usage::
 
@@ -75,8 +77,11 @@ class _Timer(logging.Handler):
 
 
 def run_once(root: Path, out: Path, settings: Any, **kw: Any) -> dict[str, Any]:
+    import resource
+
     from bmeseg.batch import run_batch
 
+    cpu0 = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     timer = _Timer()
     lg = logging.getLogger("bmeseg.batch.core")
     lg.addHandler(timer)
@@ -88,11 +93,15 @@ def run_once(root: Path, out: Path, settings: Any, **kw: Any) -> dict[str, Any]:
     finally:
         lg.removeHandler(timer)
     wall = time.perf_counter() - t0
+    cpu1 = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    # CPU seconds of this process and of the (reaped) local worker processes: a load-independent cost
+    cpu = sum(b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime for a, b in zip(cpu0, cpu1, strict=True))
     n = len(res.rows)
     steady = (n - 1) / (timer.times[-1] - timer.times[0]) * 60 if len(timer.times) > 1 else float("nan")
     rss = sorted(res.peak_rss_mb.values())
     return {"n": n, "ok": res.n_ok, "failed": res.n_failed, "wall_s": wall, "per_min": n / wall * 60,
-            "steady_per_min": steady, "workers": len(rss), "rss_mb": rss}
+            "steady_per_min": steady, "workers": len(rss), "rss_mb": rss,
+            "cpu_s_per_study": cpu / n if "scheduler" not in kw else float("nan")}
 
 
 def _load() -> str:
@@ -110,7 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-dask", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("distributed").setLevel(logging.ERROR)
 
     from bmeseg.config import load_settings
 
@@ -131,16 +139,18 @@ def main(argv: list[str] | None = None) -> int:
             except ImportError:
                 print("dask: distributed not installed; skipped")
             else:
+                logging.getLogger("distributed").setLevel(logging.ERROR)  # after import: it configures itself
                 with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   host="127.0.0.1", silence_logs=logging.ERROR) as cluster:
                     results.append(("dask LocalCluster 2x1", run_once(root, Path(tmp) / "outdask", settings,
                                                                         scheduler=cluster.scheduler_address)))
     print()
     print(f"{'executor':<24} {'studies':>7} {'failed':>6} {'wall s':>7} {'studies/min':>11} "
-          f"{'steady/min':>10}  peak RSS per worker (MB)")
+          f"{'steady/min':>10} {'CPU s/study':>11}  peak RSS per worker (MB)")
     for name, r in results:
         print(f"{name:<24} {r['n']:>7} {r['failed']:>6} {r['wall_s']:>7.1f} {r['per_min']:>11.1f} "
-              f"{r['steady_per_min']:>10.1f}  {', '.join(f'{v:.0f}' for v in r['rss_mb'])}")
+              f"{r['steady_per_min']:>10.1f} {r['cpu_s_per_study']:>11.2f}  "
+              f"{', '.join(f'{v:.0f}' for v in r['rss_mb'])}")
     base = results[0][1]["per_min"]
     for name, r in results[1:]:
         print(f"speed-up {name} vs 1 worker: x{r['per_min'] / base:.2f}")

@@ -154,10 +154,15 @@ def test_batch_failures_resume_and_settings_change(cohort: Path, tmp_path: Path,
     assert json.loads(good_report.read_text())["parameters"]["edema"]["stir_min_ratio"] == 1.6
 
 
-def test_batch_all_good_exits_0_and_bad_usage(cohort: Path, tmp_path: Path) -> None:
+def test_batch_all_good_exits_0_out_inside_root_and_bad_usage(cohort: Path, tmp_path: Path) -> None:
     root = tmp_path / "root"
-    shutil.copytree(cohort / "bids", root / "bids")
-    assert main(["batch", str(root), "-o", str(tmp_path / "o"), "--jobs", "1", "--no-progress"]) == 0
+    for sub in ("scanner", "late"):
+        shutil.copytree(cohort / sub, root / sub)
+    out = root / "derivatives" / "bmeseg"  # outputs (NIfTI, DICOM SEG) inside ROOT are not taken as inputs
+    assert main(["batch", str(root), "-o", str(out), "--jobs", "2", "--no-progress"]) == 0
+    assert main(["batch", str(root), "-o", str(out), "--no-progress"]) == 0
+    rows = _csv(out / "cohort.csv")
+    assert len(rows) == 2 and all(r["reused"] == "True" for r in rows)
     assert main(["batch", str(root), "-o", str(tmp_path / "o"), "--jobs", "0"]) == 2
     assert main(["batch", str(tmp_path / "missing"), "-o", str(tmp_path / "o2")]) == 2
     empty = tmp_path / "empty"

@@ -253,7 +253,8 @@ def run_batch(
     settings_dict = {"pipeline": settings.name, **settings.to_dict()}
     result = BatchResult(out_dir=out)
     with _exclusive(out):
-        disc: Discovery = discover_studies(root, exclude=[out])
+        disc: Discovery = discover_studies(root, exclude=[out], jobs=jobs,
+                                           progress=bool(progress if progress is not None else sys.stderr.isatty()))
         tasks = list(disc.tasks)
         if not tasks and not disc.unpaired:
             raise InputError(f"{root}: no DICOM studies or NIfTI pairs found")

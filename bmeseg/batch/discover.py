@@ -99,15 +99,24 @@ def _dicom_id(patient_id: str, study_date: str, study_uid: str) -> str:
     return "_".join(sanitize_id(p) for p in (patient_id or "anon", study_date or "nodate", short))
 
 
-def _dicom_tasks(root: Path, jobs: int | None) -> tuple[list[StudyTask], list[tuple[Path, str]], int]:
+def _under(path: str | os.PathLike[str], dirs: list[Path]) -> bool:
+    rp = Path(path).resolve()
+    return any(rp.is_relative_to(d) for d in dirs)
+
+
+def _dicom_tasks(
+    root: Path, jobs: int | None, exclude: list[Path], progress: bool,
+) -> tuple[list[StudyTask], list[tuple[Path, str]], int]:
     from ..io.dicom import index_dicom
 
-    index = index_dicom(root, jobs=jobs)
+    index = index_dicom(root, jobs=jobs, progress=progress)
     by_study: dict[str, list[SeriesInfo]] = defaultdict(list)
     for s in index.series:
+        if exclude and all(_under(f, exclude) for f in s.files):
+            continue  # e.g. a DICOM SEG written by an earlier batch into OUT inside ROOT
         by_study[s.study_instance_uid].append(s)
     bad = [(p, why) for p, why in index.skipped
-           if not why.startswith("not a DICOM") and not why.startswith("DICOMDIR")]
+           if not why.startswith("not a DICOM") and not why.startswith("DICOMDIR") and not _under(p, exclude)]
     # an unreadable file is attributed to a study when its folder holds that study only
     folder_studies: dict[Path, set[str]] = defaultdict(set)
     for uid, ss in by_study.items():
@@ -220,6 +229,7 @@ def _dedupe(tasks: list[StudyTask]) -> list[StudyTask]:
 
 def discover_studies(
     root: str | os.PathLike[str], *, exclude: Iterable[str | os.PathLike[str]] = (), jobs: int | None = None,
+    progress: bool = False,
 ) -> Discovery:
     """Find every DICOM study and NIfTI pair under ``root``.
 
@@ -228,9 +238,11 @@ def discover_studies(
     root : path
         Folder searched recursively.
     exclude : paths
-        Folders not to search for NIfTI pairs (the batch output folder).
+        Folders whose files are not inputs (the batch output folder, when inside ``root``).
     jobs : int, optional
         Processes for DICOM header reading (see :func:`~bmeseg.io.dicom.index_dicom`).
+    progress : bool
+        Progress bar while indexing headers.
 
     Returns
     -------
@@ -242,8 +254,9 @@ def discover_studies(
     root_path = Path(root)
     if not root_path.is_dir():
         raise InputError(f"{root_path}: not a folder")
-    dicom, skipped, n_files = _dicom_tasks(root_path, jobs)
-    nifti, unpaired = _nifti_tasks(root_path, [Path(p) for p in exclude])
+    excl = [Path(p).resolve() for p in exclude]
+    dicom, skipped, n_files = _dicom_tasks(root_path, jobs, excl, progress)
+    nifti, unpaired = _nifti_tasks(root_path, excl)
     tasks = _dedupe(dicom + nifti)
     log.info("found %d studies under %s (%d DICOM, %d NIfTI pairs; %d unpaired NIfTI, %d unreadable files)",
              len(tasks), root_path, len(dicom), len(nifti), len(unpaired), len(skipped))
