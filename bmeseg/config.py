@@ -85,6 +85,9 @@ class EdemaSettings:
     stir_min_ratio: float = 1.3
     # T1 must be below this fraction of local normal marrow (BME is T1-hypointense)
     t1_max_ratio: float = 0.85
+    # red marrow guard: T1 must also be below muscle + this fraction of the muscle-to-normal-marrow
+    # gap (BME is "at or below muscle" in fatty marrow; red marrow islands sit above muscle). 1 = off
+    t1_muscle_level: float = 1.0
     # large-scale smoothing (mm) for the local normal-marrow reference (bias-field aware)
     reference_sigma_mm: float = 20.0
     # fluid-level signal on STIR relative to normal marrow: above this is "intense" (SPARCC)
@@ -227,6 +230,7 @@ def _validate(s: PipelineSettings) -> None:
     check(e.stir_min_ratio >= 1, "edema.stir_min_ratio", "must be >= 1")
     check(0 < e.t1_max_ratio <= 2, "edema.t1_max_ratio", "must be in (0, 2]")
     check(e.reference_sigma_mm > 0, "edema.reference_sigma_mm", "must be > 0")
+    check(0 < e.t1_muscle_level <= 1, "edema.t1_muscle_level", "must be in (0, 1]")
     check(s.lesions.min_lesion_ml >= 0, "lesions.min_lesion_ml", "must be >= 0")
     check(s.lesions.min_slices >= 1, "lesions.min_slices", "must be >= 1")
     check(s.lesions.connectivity in (6, 18, 26), "lesions.connectivity", "must be one of {6, 18, 26}")

@@ -10,6 +10,9 @@ normal marrow on T1**. Both are judged against a *local* normal-marrow level:
   variation without a separate bias-field model, and is recomputed once with the
   first-pass candidates removed so that a large lesion does not raise its own
   reference;
+* the T1 threshold is ``t1_max_ratio`` of normal marrow and, where the preset asks
+  (``t1_muscle_level`` < 1), also below a level between muscle and normal marrow, so red
+  (haematopoietic) marrow islands, T1 intermediate and brighter than muscle, are not BME;
 * the STIR threshold is the Tukey outlier fence of normal marrow's ratio image,
   ``Q3 + k * IQR`` (Hepburn et al.), but never below ``stir_min_ratio``;
 * partial volume: a voxel passing both tests seeds a lesion, and the lesion grows
@@ -116,6 +119,19 @@ def _upsample(x: NDArray[np.float32], factors: tuple[int, ...], shape: tuple[int
     return np.asarray(out, dtype=np.float32)
 
 
+def _smooth_within(
+    image: NDArray[np.float32], mask: NDArray[np.bool_], spacing_mm: tuple[float, ...], sigma_mm: float = 1.0,
+) -> NDArray[np.float32]:
+    """In-plane Gaussian of ``image`` averaged over ``mask`` voxels only (unchanged outside it)."""
+    sig = tuple(sigma_mm / sp if i < 2 else 0.0 for i, sp in enumerate(spacing_mm))
+    w = mask.astype(np.float32)
+    num = ndi.gaussian_filter(image * w, sig)
+    den = ndi.gaussian_filter(w, sig)
+    out = image.copy()
+    np.divide(num, den, out=out, where=mask & (den > 1e-3))
+    return out
+
+
 def clean_lesions(mask: NDArray[np.bool_], voxel_ml: float, settings: LesionSettings) -> NDArray[np.bool_]:
     """Drop components smaller than ``min_lesion_ml`` or spanning fewer than ``min_slices`` slices."""
     structure = ndi.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[settings.connectivity])
@@ -153,9 +169,13 @@ def detect_edema(
     es = settings or EdemaSettings()
     ls = lesions or LesionSettings()
     spacing = stir.geometry.spacing_mm
-    a = np.asarray(t1.array, dtype=np.float32)
-    b = np.asarray(stir.array, dtype=np.float32)
+    # light in-plane smoothing (1 mm, never across slices): a lone noisy voxel must not seed a
+    # lesion that hysteresis then grows through a mimic (red marrow, partial volume)
+    # lesion that hysteresis then grows through a mimic (red marrow, partial volume). Marrow
+    # voxels are averaged with marrow only, so fluid or fat next to the bone does not bleed in.
     inside = marrow.mask
+    a = _smooth_within(np.asarray(t1.array, dtype=np.float32), inside, spacing)
+    b = _smooth_within(np.asarray(stir.array, dtype=np.float32), inside, spacing)
     normal = marrow.normal
     empty = np.zeros(a.shape, bool)
     if normal.sum() < 50:
@@ -175,6 +195,11 @@ def detect_edema(
         q1, q3 = np.percentile(r_s[ref], [25.0, 75.0])
         s_thr = max(float(q3 + es.stir_tukey_k * (q3 - q1)), es.stir_min_ratio)
         t_thr = es.t1_max_ratio
+        if es.t1_muscle_level < 1 and "muscle_t1" in marrow.levels:
+            # muscle as a fraction of normal marrow on T1; red marrow lies between the two
+            m_r = marrow.levels["muscle_t1"] / max(float(np.median(a[ref])), 1e-6)
+            if m_r < 1:
+                t_thr = min(t_thr, m_r + es.t1_muscle_level * (1.0 - m_r))
         # margin score: >= 1 where both tests pass; hysteresis grows seeds to 0.6
         score_s = (r_s - 1.0) / max(s_thr - 1.0, 1e-6)
         score_t = (1.0 - r_t) / max(1.0 - t_thr, 1e-6)

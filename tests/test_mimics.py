@@ -1,0 +1,94 @@
+"""BME mimics that must not be flagged, and a subchondral lesion that must be (issue B).
+
+Each case is a small seeded T1 + STIR pair (knee-like fatty marrow, generic preset) with
+one mimic added: tissue values follow DOMAIN.md (fluid: dark T1, STIR ~5x muscle;
+fat: bright T1, dark STIR; red marrow: T1 between muscle and fat, STIR mildly bright).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bmeseg.config import load_settings
+from bmeseg.pipeline import detect
+from bmeseg.volume import Geometry, Volume
+
+SHAPE = (64, 56, 20)
+SPACING = (1.0, 1.2, 3.0)
+MUSCLE, SUBCUT, CORTEX, MARROW = (400.0, 300.0), (1000.0, 60.0), (60.0, 40.0), (900.0, 80.0)
+FLUID, FAT, LESION, RED = (120.0, 1500.0), (1000.0, 60.0), (350.0, 330.0), (700.0, 115.0)
+
+
+def _scene(mimic: str | None, *, lesion: str | None = None, seed: int = 0) -> tuple[Volume, Volume, Any]:
+    """Body (muscle, subcutaneous fat), one bone (cortex + fatty marrow) and one ``mimic``."""
+    rng = np.random.default_rng(seed)
+    g = Geometry(SHAPE, SPACING, (30.0, -20.0, -25.0), np.diag([-1.0, 1.0, 1.0]))
+    ii, jj, kk = np.meshgrid(*[np.arange(n) for n in SHAPE], indexing="ij")
+    p = g.index_to_lps(np.stack([ii, jj, kk], -1).astype(float))
+    d = p - g.index_to_lps(np.array([(n - 1) / 2 for n in SHAPE]))
+    r_body = np.hypot(d[..., 0] / 28, d[..., 1] / 30)
+    r_bone = np.sqrt((d[..., 0] / 13) ** 2 + (d[..., 1] / 15) ** 2 + (d[..., 2] / 26) ** 2)
+    body, bone, marrow = r_body < 1, r_bone < 1, r_bone < 0.85
+    t1, st = np.zeros(SHAPE), np.zeros(SHAPE)
+
+    def put(m: np.ndarray, tissue: tuple[float, float]) -> None:
+        t1[m], st[m] = tissue
+
+    put(body, MUSCLE)
+    put(body & (r_body > 0.82), SUBCUT)
+    put(bone, CORTEX)
+    put(marrow, MARROW)
+    if mimic == "effusion":  # fluid crescent right behind the cortex on one side
+        put(body & (r_bone >= 1.0) & (r_bone < 1.3) & (d[..., 1] > 4), FLUID)
+    elif mimic == "vessel":  # a 2 mm vessel beside the bone, along the slices
+        put(body & (np.hypot(d[..., 0] - 17, d[..., 1] + 2) < 2.0), FLUID)
+    elif mimic == "fat_pad":  # fat blob between bone and skin, not touching either
+        put(np.linalg.norm((d - [0, -21, 0]) / [5.0, 3.0, 9.0], axis=-1) < 1, FAT)
+    elif mimic == "red_marrow":  # haematopoietic island inside the marrow
+        put(marrow & (np.linalg.norm((d - [-3, -4, 0]) / [5.0, 5.0, 8.0], axis=-1) < 1), RED)
+    elif mimic == "canal_csf":  # a canal with its own cortex, full of CSF, inside the bone
+        tube = np.hypot(d[..., 0] + 2, d[..., 1] - 2)
+        put(marrow & (tube < 5.0), CORTEX)
+        put(marrow & (tube < 3.5), FLUID)
+    truth = np.zeros(SHAPE, bool)
+    if lesion == "subchondral":  # touches the cortex at the +j pole: breaks the fatty region open
+        truth = marrow & (np.linalg.norm((d - [0, 11, 0]) / [6.0, 5.0, 10.0], axis=-1) < 1)
+        put(truth, LESION)
+    t1 = np.abs(t1 + rng.normal(0, 25, SHAPE))
+    st = np.abs(st + rng.normal(0, 12, SHAPE))
+    if mimic == "bias":  # smooth coil sensitivity, x0.6 .. x1.4 across the field
+        field = 1.0 + 0.4 * (d[..., 0] / 32.0) + 0.1 * (d[..., 1] / 34.0)
+        t1, st = t1 * field, st * field
+    return Volume(t1.astype(np.float32), g), Volume(st.astype(np.float32), g), truth
+
+
+@pytest.mark.parametrize("mimic", ["none", "effusion", "vessel", "fat_pad", "red_marrow", "canal_csf", "bias"])
+def test_mimic_is_not_bme(mimic: str) -> None:
+    t1, stir, _ = _scene(None if mimic == "none" else mimic)
+    marrow, _edema, meas = detect(t1, stir, load_settings("generic"))
+    assert marrow.mask.any()
+    assert meas.bme_volume_ml <= 0.2, f"{mimic}: {meas.bme_volume_ml:.2f} mL flagged"
+
+
+@pytest.mark.xfail(strict=True, reason="known gap (issue B): a lesion replacing the fat up to a thin (2 mm) "
+                   "cortex at the pole leaks through the per-slice ring fill; only 57 % is re-included")
+def test_subchondral_lesion_touching_cortex_is_found() -> None:
+    t1, stir, truth = _scene(None, lesion="subchondral")
+    marrow, edema, meas = detect(t1, stir, load_settings("generic"))
+    assert (marrow.mask & truth).sum() >= 0.9 * truth.sum()  # the bite is closed by the cortical ring
+    dice = 2 * (edema.mask & truth).sum() / (edema.mask.sum() + truth.sum())
+    assert dice > 0.7
+    assert len(meas.lesions) == 1
+
+
+def test_deterministic_bit_for_bit() -> None:
+    t1, stir, _ = _scene("effusion", lesion="subchondral", seed=5)
+    s = load_settings("generic")
+    m1, e1, _ = detect(t1, stir, s)
+    m2, e2, _ = detect(t1, stir, s)
+    assert np.array_equal(m1.bones, m2.bones)
+    assert np.array_equal(e1.mask, e2.mask)
+    assert e1.stir_ratio.tobytes() == e2.stir_ratio.tobytes()
