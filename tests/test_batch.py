@@ -160,9 +160,13 @@ def test_batch_all_good_exits_0_out_inside_root_and_bad_usage(cohort: Path, tmp_
         shutil.copytree(cohort / sub, root / sub)
     out = root / "derivatives" / "bmeseg"  # outputs (NIfTI, DICOM SEG) inside ROOT are not taken as inputs
     assert main(["batch", str(root), "-o", str(out), "--jobs", "2", "--no-progress"]) == 0
+    rows = _csv(out / "cohort.csv")
+    stale = out / f".{rows[0]['study_id']}.k1ll3d.tmp"  # what a killed run leaves: hidden, then removed
+    (stale / ".bmeseg-x").mkdir(parents=True)
     assert main(["batch", str(root), "-o", str(out), "--no-progress"]) == 0
     rows = _csv(out / "cohort.csv")
     assert len(rows) == 2 and all(r["reused"] == "True" for r in rows)
+    assert not stale.exists()
     assert main(["batch", str(root), "-o", str(tmp_path / "o"), "--jobs", "0"]) == 2
     assert main(["batch", str(tmp_path / "missing"), "-o", str(tmp_path / "o2")]) == 2
     empty = tmp_path / "empty"

@@ -155,7 +155,8 @@ def _clean_stale(out: Path, ids: set[str]) -> None:
     """Remove temporary study folders an interrupted run left (``.<id>.*.tmp``, ``.<id>.old-*``)."""
     for p in out.glob(".*"):
         name = p.name[1:]
-        if p.is_dir() and (name.endswith(".tmp") or ".old-" in name) and name.split(".", 1)[0] in ids:
+        if (p.is_dir() and (name.endswith(".tmp") or ".old-" in name)
+                and any(name.startswith(f"{i}.") for i in ids)):
             log.info("removing %s left by an interrupted run", p)
             shutil.rmtree(p, ignore_errors=True)
 
