@@ -58,6 +58,12 @@ class MarrowSettings:
     closing_mm: float = 5.0
     # cortex-like: T1 below this fraction of the body's low (P20, muscle-like) T1 level and dark on STIR
     cortex_t1_level: float = 0.6
+    # thin cortex: T1 darker than its 4 mm neighbourhood by this fraction of the muscle-to-fat range
+    wall_tophat_level: float = 0.3
+    # a fat piece is a marrow cavity when at least this fraction lies inside a cortical wall
+    min_enclosed: float = 0.25
+    # an enclosed slice region joins a cavity when this fraction of it is that cavity's fat
+    enclosed_share: float = 0.3
     # how far from the fatty marrow (mm) to look for the bone's own cortical ring
     cortex_search_mm: float = 6.0
     # erosion away from the cortex, to avoid chemical-shift / partial-volume rims
@@ -215,6 +221,9 @@ def _validate(s: PipelineSettings) -> None:
     check(m.min_bone_ml > 0, "marrow.min_bone_ml", "must be > 0")
     check(m.closing_mm >= 0, "marrow.closing_mm", "must be >= 0")
     check(m.separation_mm >= 0, "marrow.separation_mm", "must be >= 0")
+    check(0 < m.wall_tophat_level < 1, "marrow.wall_tophat_level", "must be in (0, 1)")
+    check(0 <= m.min_enclosed <= 1, "marrow.min_enclosed", "must be in [0, 1]")
+    check(0 < m.enclosed_share <= 1, "marrow.enclosed_share", "must be in (0, 1]")
     check(0 < m.cortex_t1_level < 1, "marrow.cortex_t1_level", "must be in (0, 1)")
     check(m.cortex_search_mm > 0, "marrow.cortex_search_mm", "must be > 0")
     check(m.max_bones >= 1, "marrow.max_bones", "must be >= 1")

@@ -83,7 +83,7 @@ def body_mask(t1: NDArray[np.floating], stir: NDArray[np.floating], *, fraction:
     fg = ndi.binary_opening(fg, structure=np.ones((3, 3, 1), bool))
     # dark structures (cortex, tendons, air-filled gaps) can split the outline where they
     # reach the edge of the field of view; a closing seals those cracks before filling
-    fg = ndi.binary_closing(fg, structure=np.ones((7, 7, 1), bool))
+    fg = ndi.binary_closing(fg, structure=np.ones((7, 7, 1), bool), border_value=1)
     fg = fill_holes_per_slice(fg)
     lab = largest_components(fg, n=1)
     return lab > 0
@@ -245,42 +245,77 @@ def _cavities(
     spacing: tuple[float, ...], vox_ml: float, s: MarrowSettings, levels: dict[str, float],
     t_lo: float, s_thr: float,
 ) -> MarrowResult:
-    """Fatty-marrow cavities closed by their own cortical ring (knee, ankle, hip)."""
-    # drop subcutaneous fat: fat components that reach the outer shell of the body
-    shell = body & ~ndi.binary_erosion(body, structure=ball(s.body_shell_mm, spacing))
-    cut = ball(s.separation_mm, spacing) if s.separation_mm > 0 else ndi.generate_binary_structure(3, 1)
-    fat_open = ndi.binary_opening(fat, structure=cut)
-    lab, n = ndi.label(fat_open, structure=ndi.generate_binary_structure(3, 1))
-    if n:
-        touching = np.unique(lab[shell & (lab > 0)])
-        fat_open[np.isin(lab, touching)] = False
-    min_vox = max(1, round(s.min_bone_ml / vox_ml))
-    comps = largest_components(fat_open, n=s.max_bones, min_voxels=min_vox)
+    """Fatty-marrow cavities inside their own cortex (knee, ankle, hip).
 
-    # cortex: dark on both images (PD ~0.05, T2 ~1 ms); it encloses the cavity even where a
-    # lesion has replaced the fat right up to the subchondral plate
-    cortex = body & (a < s.cortex_t1_level * t_lo) & (b < s_thr)
+    Yellow marrow has the signal of fat, so only the cortex tells the femoral marrow from
+    the fat around it. Work is done slice by slice in the acquisition plane (thick slices
+    graze the cortex at the ends of a bone and would connect marrow and fat in 3-D):
+
+    * walls = cortex: dark on STIR and on T1 either absolutely (below ``cortex_t1_level``
+      x the body's low T1 level) or relative to its neighbourhood (a black top-hat deeper
+      than ``wall_tophat_level`` of the muscle-to-fat range: thin, partial-volumed cortex);
+    * enclosed = what cannot be reached in-plane from outside the body or from its
+      subcutaneous shell without crossing a wall (the field-of-view edge is not "outside",
+      so a shaft that leaves the image stays enclosed);
+    * fat pieces touching the shell in their slice are subcutaneous; the rest are joined
+      in 3-D, and a piece is a marrow cavity when at least ``min_enclosed`` of it is enclosed;
+    * each cavity takes the enclosed regions it shares a slice region with, which brings
+      back lesions that replaced the fat up to the subchondral plate, then is closed and
+      hole-filled bone by bone. Pieces split by a thin dark line (physeal scar) are merged.
+    """
+    in_plane = np.zeros((3, 3, 3), bool)
+    in_plane[:, :, 1] = ndi.generate_binary_structure(2, 1)
+    shell = body & ~ndi.binary_erosion(body, structure=ball(s.body_shell_mm, spacing), border_value=1)
+
+    t_hi = levels["t1_high"]
+    tophat = ndi.grey_closing(a, size=(7, 7, 1)) - a
+    cortex = body & (b < s_thr) & ((a < s.cortex_t1_level * t_lo) | (tophat > s.wall_tophat_level * (t_hi - t_lo)))
+    wall = ndi.binary_closing(cortex, structure=np.ones((3, 3, 1), bool))
+    outside = ndi.binary_propagation(((~body) | shell) & ~wall, structure=in_plane, mask=~wall)
+    enclosed = body & ~outside & ~wall
     levels["cortex_t1_threshold"] = s.cortex_t1_level * t_lo
 
+    cut = ball(s.separation_mm, spacing) if s.separation_mm > 0 else ndi.generate_binary_structure(3, 1)
+    fat_open = ndi.binary_opening(fat, structure=cut)
+    lab2, _ = ndi.label(fat_open, structure=in_plane)
+    touching = np.unique(lab2[shell & (lab2 > 0)])
+    fat_open &= ~np.isin(lab2, touching[touching > 0])
+    min_vox = max(1, round(s.min_bone_ml / vox_ml))
+    pieces, n = ndi.label(fat_open, structure=ndi.generate_binary_structure(3, 1))
+    if n:
+        size = np.bincount(pieces.ravel(), minlength=n + 1)
+        inside = np.bincount(pieces[enclosed], minlength=n + 1)
+        ok = (size >= min_vox) & (inside >= s.min_enclosed * np.maximum(size, 1))
+        ok[0] = False
+        cav = ok[pieces]
+    else:
+        cav = np.zeros(a.shape, bool)
+    # merge pieces separated only by a thin line (physeal scar): their 1 mm dilations touch
+    grouped = ndi.binary_dilation(cav, structure=ball(1.0, spacing)) if cav.any() else cav
+    comps = largest_components(grouped, n=s.max_bones, min_voxels=min_vox) * cav
+
+    enc_lab, n_enc = ndi.label(enclosed, structure=in_plane)
+    enc_size = np.bincount(enc_lab.ravel(), minlength=n_enc + 1)
     bones = np.zeros(a.shape, np.int32)
     se = ball(s.closing_mm, spacing)
-    near_se = ball(s.cortex_search_mm, spacing)
-    pad = tuple(int(x) + 2 for x in np.maximum(np.array(se.shape), np.array(near_se.shape)) // 2)
+    pad = tuple(int(x) + 2 for x in np.array(se.shape) // 2)
     for label in range(1, int(comps.max()) + 1):
         comp = comps == label
+        # enclosed slice regions mostly covered by this cavity's fat belong to it
+        share = np.bincount(enc_lab[comp], minlength=n_enc + 1)
+        take = share >= s.enclosed_share * np.maximum(enc_size, 1)
+        take[0] = False
+        comp = comp | take[enc_lab]
         box = bbox_slices(comp, pad)
         assert box is not None
         sub = np.pad(comp[box], [(p, p) for p in pad])
         unpad = tuple(slice(p, -p) for p in pad)
-        closed = ndi.binary_closing(sub, structure=se)[unpad]
-        # the bone's own cortical ring, found near its fatty marrow, closes the holes that
-        # lesions bite into the fatty region; filling per slice cannot leak through a gap
-        ring = ndi.binary_dilation(sub, structure=near_se)[unpad] & cortex[box]
-        enclosed = fill_holes_per_slice(closed | ring) & ~ring
-        enclosed = np.asarray(ndi.binary_fill_holes(enclosed | closed))
-        # never claim voxels outside the body or already given to another bone
+        closed = ndi.binary_closing(sub, structure=se)[unpad] | comp[box]
+        closed = fill_holes_per_slice(closed)
+        closed = np.asarray(ndi.binary_fill_holes(closed))
+        # never claim voxels outside the body, on a wall, or already given to another bone
         region = bones[box]
-        claim = enclosed & body[box] & (region == 0)
+        claim = closed & body[box] & (region == 0) & (~wall[box] | comp[box])
         region[claim] = label
     normal = fat & (bones > 0)
     return MarrowResult(bones, normal, levels)

@@ -73,8 +73,6 @@ def test_mimic_is_not_bme(mimic: str) -> None:
     assert meas.bme_volume_ml <= 0.2, f"{mimic}: {meas.bme_volume_ml:.2f} mL flagged"
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (issue B): a lesion replacing the fat up to a thin (2 mm) "
-                   "cortex at the pole leaks through the per-slice ring fill; only 57 % is re-included")
 def test_subchondral_lesion_touching_cortex_is_found() -> None:
     t1, stir, truth = _scene(None, lesion="subchondral")
     marrow, edema, meas = detect(t1, stir, load_settings("generic"))
