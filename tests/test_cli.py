@@ -162,3 +162,17 @@ def test_exit_1_on_unexpected_error(tmp_path: Path, nifti_pair: tuple, monkeypat
     out = tmp_path / "out"
     assert main(["run", "--t1", str(t1p), "--stir", str(stirp), "-o", str(out)]) == 1
     assert not any(out.glob("*.nii.gz")) if out.exists() else True
+
+
+def test_outputs_are_readable_by_others(tmp_path: Path, nifti_pair: tuple) -> None:
+    # atomic writes go through mkstemp (0600); finished files must carry the usual umask permissions
+    import os
+    import stat
+
+    t1p, stirp, _ = nifti_pair
+    out = tmp_path / "out"
+    assert main(["run", "--t1", str(t1p), "--stir", str(stirp), "-o", str(out)]) == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    for f in out.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~mask, f.name

@@ -12,6 +12,12 @@ from pathlib import Path
 __all__ = ["atomic_path", "atomic_dir"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
@@ -26,6 +32,8 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str = "") -> Iterator[P
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp makes the file 0600; give it the permissions a plain open() would
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -45,6 +53,7 @@ def atomic_dir(path: str | os.PathLike[str], *, replace: bool = False) -> Iterat
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
         if target.exists():
             if not replace:
                 raise FileExistsError(f"{target} exists")
