@@ -104,6 +104,9 @@ def test_batch_failures_resume_and_settings_change(cohort: Path, tmp_path: Path,
 
     rows = _by_patient(_csv(out / "cohort.csv"))
     assert set(rows) == {"P1", "P2", "P3", "P4", "sub-01_ses-1"}
+    # the cohort review page is written at the end of the batch, one row per study
+    page = (out / "index.html").read_text()
+    assert all(r["study_id"] in page for r in rows.values())
     for good in ("P1", "P2", "sub-01_ses-1"):
         r = rows[good]
         assert r["status"] == "ok" and r["reused"] == "False", r

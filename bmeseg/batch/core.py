@@ -316,9 +316,20 @@ def run_batch(
                 "n_failed": len(failures), "n_unreadable_files": len(disc.skipped),
                 "worker_peak_rss_mb": {str(k): v for k, v in sorted(result.peak_rss_mb.items())},
             }, out / "provenance.json")
+    _write_review_page(out)
     log.info("batch done: %d ok (%d up to date), %d failed; tables in %s", result.n_ok, result.n_reused,
              result.n_failed, out)
     return result
+
+
+def _write_review_page(out: Path) -> None:
+    """The cohort review page (OUT/index.html + a page per study); a failure here never fails the batch."""
+    try:
+        from ..qa import write_cohort_page
+
+        write_cohort_page(out)
+    except Exception as exc:  # the tables are written; the page can be redone with `bmeseg report OUT`
+        log.warning("cohort page not written (%s: %s); run `bmeseg report %s` to retry", type(exc).__name__, exc, out)
 
 
 def _record(oc: StudyOutcome, task: StudyTask, h: str, rows: dict[str, dict[str, Any]],
