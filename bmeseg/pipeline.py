@@ -278,11 +278,10 @@ def _write_outputs(result: StudyResult, out: Path, *, force: bool) -> None:
         write_nifti(g.with_array(result.marrow.bones.astype(np.uint8)), tmp / "marrow_mask.nii.gz")
         write_nifti(g.with_array(result.stir.array.astype(np.float32)), tmp / "stir.nii.gz")
         write_nifti(result.t1.with_array(result.t1.array.astype(np.float32)), tmp / "t1_registered.nii.gz")
-        # -- report tables and DICOM SEG (issue D) go here: write into tmp, list names in OUTPUT_FILES --
+        # report tables and DICOM SEG (each writer adds its names to OUTPUT_FILES)
         from .report import write_tables_and_seg
 
         result.warnings.extend(write_tables_and_seg(result, tmp))
-        # -- QA pictures (issue F) go here: write into tmp, list names in OUTPUT_FILES --
         from .qa.study import write_run_pictures
 
         write_run_pictures(result, tmp, name=out.resolve().name)  # never fails the run; notes why not
@@ -291,5 +290,7 @@ def _write_outputs(result: StudyResult, out: Path, *, force: bool) -> None:
         for name in OUTPUT_FILES:
             if (tmp / name).exists():
                 os.replace(tmp / name, out / name)
+            elif force and (out / name).exists():
+                (out / name).unlink()  # e.g. an old bme_seg.dcm when this run found no BME
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -176,3 +176,15 @@ def test_outputs_are_readable_by_others(tmp_path: Path, nifti_pair: tuple) -> No
     os.umask(mask)
     for f in out.iterdir():
         assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~mask, f.name
+
+
+def test_force_removes_outputs_the_new_run_does_not_make(tmp_path: Path, nifti_pair: tuple) -> None:
+    t1p, stirp, _ = nifti_pair
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / "bme_seg.dcm"  # as if left by an earlier DICOM run with BME
+    stale.write_bytes(b"old")
+    assert main(["run", "--t1", str(t1p), "--stir", str(stirp), "-o", str(out)]) == 2  # not without --force
+    assert stale.read_bytes() == b"old"
+    assert main(["run", "--t1", str(t1p), "--stir", str(stirp), "-o", str(out), "--force"]) == 0
+    assert not stale.exists()  # NIfTI input writes no SEG: the old one must not pass for this run's
