@@ -180,15 +180,28 @@ def grade(fraction: float, edges: tuple[float, ...]) -> int:
 
 
 def _majority(values: NDArray[np.integer], labels: NDArray[np.integer], n: int) -> NDArray[np.int64]:
-    """Most frequent non-zero value of ``values`` under each label 1..n (0 if none)."""
+    """Most frequent non-zero value of ``values`` under each label 1..n (0 if none; ties: the smallest)."""
     if n == 0:
         return np.zeros(0, np.int64)
+    sel = (labels > 0) & (values > 0)
+    lab = labels[sel].astype(np.int64)
+    val = values[sel].astype(np.int64)
+    if not lab.size:
+        return np.zeros(n, np.int64)
+    width = int(val.max()) + 1
+    counts = np.bincount(lab * width + val, minlength=(n + 1) * width).reshape(n + 1, width)[1:]
+    best = counts.argmax(axis=1)  # first (smallest) value among equal counts, like bincount().argmax()
+    return np.where(counts.max(axis=1) > 0, best, 0).astype(np.int64)
 
-    def pick(v: NDArray[np.integer]) -> int:
-        v = v[v > 0]
-        return int(np.bincount(v).argmax()) if v.size else 0
 
-    return np.asarray(ndi.labeled_comprehension(values, labels, np.arange(1, n + 1), pick, np.int64, 0))
+def _label_means(values: NDArray[np.floating] | None, lab: NDArray[np.int64], where: tuple[NDArray[np.intp], ...],
+                 counts: NDArray[np.int64]) -> NDArray[np.float64]:
+    """Mean of ``values`` over each label 1..n, from the labelled voxels only (1 when ``values`` is None)."""
+    if values is None:
+        return np.ones(len(counts) - 1)
+    sums = np.bincount(lab, weights=np.asarray(values)[where].astype(np.float64), minlength=len(counts))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sums / counts)[1:]
 
 
 def measure(
@@ -257,22 +270,27 @@ def measure(
         warnings.append(f"SPARCC counts slices of a {geom.plane()} series; it is defined on semicoronal slices")
 
     lesions: list[Lesion] = []
-    idx = np.arange(1, n + 1)
     if n:
-        cents = geom.index_to_lps(np.asarray(
-            ndi.center_of_mass(np.ones(bme.shape, np.float32), lesion_labels, idx), dtype=np.float64).reshape(-1, 3))
+        # per-lesion reductions over the lesion voxels only (C order, as scipy.ndimage would visit them)
+        where = np.nonzero(lesion_labels)
+        lid = lesion_labels[where].astype(np.int64)
+        counts = np.bincount(lid, minlength=n + 1)
+        cidx = np.stack([np.bincount(lid, weights=w.astype(np.float64), minlength=n + 1)[1:] for w in where],
+                        axis=1) / counts[1:, None]
+        cents = geom.index_to_lps(cidx.reshape(-1, 3))
         objs = ndi.find_objects(lesion_labels)
         bone_of = _majority(bones, lesion_labels, n)
         region_of = _majority(sub.labels, lesion_labels, n)
-        ones = np.ones(bme.shape, np.float32)
-        ms = ndi.mean(stir_ratio if stir_ratio is not None else ones, lesion_labels, idx)
-        mt = ndi.mean(t1_ratio if t1_ratio is not None else ones, lesion_labels, idx)
-        finite = np.isfinite(depth)
-        in_marrow = np.where(finite, lesion_labels, 0)
-        d0 = np.where(finite, depth, 0.0)
-        dmax = ndi.maximum(d0, in_marrow, idx)
-        dmin = ndi.minimum(d0, in_marrow, idx)
-        has_depth = np.bincount(in_marrow.ravel(), minlength=n + 1)[1:] > 0
+        ms = _label_means(stir_ratio, lid, where, counts)
+        mt = _label_means(t1_ratio, lid, where, counts)
+        d_les = np.asarray(depth)[where]
+        finite = np.isfinite(d_les)
+        has_depth = np.bincount(lid[finite], minlength=n + 1)[1:] > 0
+        dmax = np.full(n + 1, -np.inf)
+        dmin = np.full(n + 1, np.inf)
+        np.maximum.at(dmax, lid[finite], d_les[finite])
+        np.minimum.at(dmin, lid[finite], d_les[finite])
+        dmax, dmin = dmax[1:], dmin[1:]
         for i in range(n):
             sl = objs[i]
             assert sl is not None
@@ -300,11 +318,15 @@ def measure(
                 n_voxels=int(sizes[order[i]]),
             ))
 
-    bme_in = bme & (bones > 0)
+    in_marrow = bones > 0
+    bme_in = bme & in_marrow
+    n_marrow = int(np.count_nonzero(in_marrow))
+    top = max(present, default=0)
+    mv_all = np.bincount(bones[in_marrow].astype(np.int64), minlength=top + 1)
+    bv_all = np.bincount(bones[bme_in].astype(np.int64), minlength=top + 1)
     extents: list[BoneExtent] = []
     for b in present:
-        own = bones == b
-        mv, bv = int(own.sum()), int((own & bme).sum())
+        mv, bv = int(mv_all[b]), int(bv_all[b])
         frac = bv / mv if mv else 0.0
         extents.append(BoneExtent(
             bone=names[b], label=b, marrow_volume_ml=mv * vox, bme_volume_ml=bv * vox, extent_fraction=frac,
@@ -315,8 +337,9 @@ def measure(
     rmv = np.bincount(sub.labels.ravel(), minlength=nr + 1)
     rbv = np.bincount(sub.labels[bme_in].ravel(), minlength=nr + 1)
     # lesions touching each region (a lesion may count in two neighbouring subregions, as readers count)
-    pairs = np.unique(np.stack([sub.labels[lesion_labels > 0], lesion_labels[lesion_labels > 0]]), axis=1)
-    touch = np.bincount(pairs[0], minlength=nr + 1) if pairs.size else np.zeros(nr + 1, np.int64)
+    in_lesion = lesion_labels > 0
+    pair_keys = np.unique(sub.labels[in_lesion].astype(np.int64) * 256 + lesion_labels[in_lesion])
+    touch = np.bincount(pair_keys // 256, minlength=nr + 1)
     reg_ext: list[RegionExtent] = []
     for reg in sub.regions:
         frac = float(rbv[reg.label] / rmv[reg.label]) if rmv[reg.label] else 0.0
@@ -331,9 +354,9 @@ def measure(
         lesion_labels=lesion_labels,
         lesions=tuple(lesions),
         bones=tuple(extents),
-        marrow_volume_ml=float((bones > 0).sum() * vox),
-        bme_volume_ml=float(bme.sum() * vox),
-        extent_fraction=float(bme_in.sum() / max((bones > 0).sum(), 1)),
+        marrow_volume_ml=float(n_marrow * vox),
+        bme_volume_ml=float(np.count_nonzero(bme) * vox),
+        extent_fraction=float(np.count_nonzero(bme_in) / max(n_marrow, 1)),
         extent_score=int(scores["extent_score"]),
         scoring_scheme=scoring.scheme,
         bone_names=names,
