@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
 from .config import ScoringSettings
-from .regions import articular_depth_mm, bone_centroids_lps, name_bones, subregions
+from .regions import _present_labels, articular_depth_mm, bone_centroids_lps, name_bones, subregions
 from .volume import Geometry
 
 __all__ = ["BoneExtent", "Lesion", "Measurements", "RegionExtent", "grade", "measure", "name_bones"]
@@ -256,7 +256,7 @@ def measure(
     lesion_labels = remap[lab]
     n = len(order)
 
-    present = [int(v) for v in np.unique(bones) if v > 0]
+    present = _present_labels(bones)
     names = dict(bone_names) if bone_names else name_bones(bones, geom, anatomy)
     for b in present:
         names.setdefault(b, f"bone_{b}")

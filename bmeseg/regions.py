@@ -208,12 +208,28 @@ def names_for_bone_mask_file(mask_path: str | Path, labels: NDArray[np.integer],
 # ------------------------------------------------------------------ naming
 
 
+def _present_labels(bones: NDArray[np.integer]) -> list[int]:
+    """The labels > 0 present in ``bones``, ascending (``np.unique`` without sorting the whole volume)."""
+    pos = bones[bones > 0]
+    if not pos.size:
+        return []
+    top = int(pos.max())
+    if top > 4 * pos.size + 65536:  # sparse huge label values: a bincount would be too long
+        return [int(v) for v in np.unique(pos)]
+    return np.flatnonzero(np.bincount(pos.astype(np.int64), minlength=top + 1)).tolist()
+
+
 def bone_centroids_lps(bones: NDArray[np.integer], geom: Geometry) -> dict[int, NDArray[np.float64]]:
     """Centroid (LPS mm) of every label > 0."""
-    labels = [int(v) for v in np.unique(bones) if v > 0]
+    labels = _present_labels(bones)
     if not labels:
         return {}
-    c = np.asarray(ndi.center_of_mass(np.ones(bones.shape, np.float32), bones, labels), dtype=np.float64)
+    # per-label mean voxel index over the labelled voxels only (C order, the sums ndi.center_of_mass makes)
+    where = np.nonzero(bones > 0)
+    lab = bones[where].astype(np.int64)
+    counts = np.bincount(lab, minlength=labels[-1] + 1).astype(np.float64)
+    c = np.stack([np.bincount(lab, weights=w.astype(np.float64), minlength=labels[-1] + 1) for w in where],
+                 axis=1)[labels] / counts[labels, None]
     pts = geom.index_to_lps(c.reshape(-1, 3))
     return {lab: pts[i] for i, lab in enumerate(labels)}
 
@@ -233,10 +249,10 @@ def name_bones(bones: NDArray[np.integer], geom: Geometry, anatomy: str) -> dict
     one the calcaneus; other cavities are ``tarsal_<n>``. spine: ``vertebra_1``... from
     superior to inferior. Unrecognised cavities keep ``bone_<n>``; names are unique.
     """
-    labels = [int(v) for v in np.unique(bones) if v > 0]
+    labels = _present_labels(bones)
     if not labels:
         return {}
-    sizes = dict(zip(labels, np.bincount(bones.ravel())[labels].tolist(), strict=True))
+    sizes = dict(zip(labels, np.bincount(bones[bones > 0].astype(np.int64))[labels].tolist(), strict=True))
     cents = bone_centroids_lps(bones, geom)
     names = {lab: f"bone_{lab}" for lab in labels}
     order = sorted(labels, key=lambda lab: -sizes[lab])
@@ -345,7 +361,7 @@ def articular_depth_mm(
     depth = np.full(bones.shape, np.nan, np.float32)
     jointed: dict[int, bool] = {}
     pad = [int(np.ceil(joint_gap_mm / s)) + 1 for s in spacing]
-    for lab in (int(v) for v in np.unique(bones) if v > 0):
+    for lab in _present_labels(bones):
         box = bbox_slices(bones == lab, pad)
         assert box is not None
         sub = bones[box]
@@ -444,8 +460,9 @@ def subregions(
             tags = _knee_tags(base, p, near, lat)
         elif anatomy == "sij" and (base == "sacrum" or base == "ilium"):
             tags = _sij_tags(bone, p, near, sij_split, cents.get(bl))
-        for tag in sorted(set(tags.tolist())):
-            add(bl, str(tag), idx[tags == tag])
+        uniq, inv = np.unique(tags.astype(str), return_inverse=True)  # sorted like sorted(set(tags))
+        for k, tag in enumerate(uniq.tolist()):
+            add(bl, str(tag), idx[inv.ravel() == k])
     return Subregions(out, tuple(regions), tuple(notes))
 
 
@@ -464,16 +481,16 @@ def _knee_tags(base: str, p: NDArray[np.float64], near: NDArray[np.bool_], lat: 
     pos, neg = _side_words(lat)
     x_lo, x_hi = np.percentile(q[:, 0], [2, 98])
     x_mid = 0.5 * (x_lo + x_hi)
-    side = np.where(q[:, 0] > x_mid, pos, neg)
+    plus = q[:, 0] > x_mid
     if base == "patella":
-        tags[near] = side
+        tags[near] = np.where(plus, pos, neg).astype(object)
         return tags
     y_lo, y_hi = np.percentile(q[:, 1], [2, 98])
     third = (y_hi - y_lo) / 3.0
-    ap = np.where(q[:, 1] < y_lo + third, "anterior", np.where(q[:, 1] > y_hi - third, "posterior", "central"))
-    if base == "femur":
-        ap = np.where(ap == "anterior", "trochlear", ap)
-    sub = np.array([f"{s}_{a}" for s, a in zip(side, ap, strict=True)], dtype=object)
+    ap = np.where(q[:, 1] < y_lo + third, 0, np.where(q[:, 1] > y_hi - third, 2, 1))
+    front = "trochlear" if base == "femur" else "anterior"
+    table = np.array([f"{s}_{a}" for s in (neg, pos) for a in (front, "central", "posterior")], dtype=object)
+    sub = table[plus.astype(np.intp) * 3 + ap]
     if base == "tibia":  # beneath the tibial spines: the central tenth of the plateau's width
         sub[np.abs(q[:, 0] - x_mid) < 0.1 * (x_hi - x_lo)] = "subspinous"
     tags[near] = sub
