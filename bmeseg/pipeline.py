@@ -274,10 +274,13 @@ def _write_outputs(result: StudyResult, out: Path, *, force: bool) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".bmeseg-", dir=out))
     try:
         g = result.stir
-        write_nifti(g.with_array(result.measurements.lesion_labels.astype(np.uint8)), tmp / "bme_mask.nii.gz")
-        write_nifti(g.with_array(result.marrow.bones.astype(np.uint8)), tmp / "marrow_mask.nii.gz")
-        write_nifti(g.with_array(result.stir.array.astype(np.float32)), tmp / "stir.nii.gz")
-        write_nifti(result.t1.with_array(result.t1.array.astype(np.float32)), tmp / "t1_registered.nii.gz")
+        # copy=False: the arrays usually have these dtypes already (no full-volume copies)
+        write_nifti(g.with_array(result.measurements.lesion_labels.astype(np.uint8, copy=False)),
+                    tmp / "bme_mask.nii.gz")
+        write_nifti(g.with_array(result.marrow.bones.astype(np.uint8, copy=False)), tmp / "marrow_mask.nii.gz")
+        write_nifti(g.with_array(result.stir.array.astype(np.float32, copy=False)), tmp / "stir.nii.gz")
+        write_nifti(result.t1.with_array(result.t1.array.astype(np.float32, copy=False)),
+                    tmp / "t1_registered.nii.gz")
         # report tables and DICOM SEG (each writer adds its names to OUTPUT_FILES)
         from .report import write_tables_and_seg
 
