@@ -174,7 +174,7 @@ def sample_labels(labels: NDArray[np.integer], grid: FineGrid, target: Geometry,
     fraction : ndarray of float32, shape ``target.shape``
         Fraction of the footprint covered by that most frequent label (0-1).
     """
-    vals = [int(v) for v in values]
+    vals = [int(v) for v in np.asarray(values).ravel().tolist()]
     fp = _footprint(grid, target, anatomy_from_world=anatomy_from_world,
                     slice_thickness_mm=slice_thickness_mm, supersample_mm=supersample_mm)
     counts = np.zeros((len(vals), fp.base.shape[1]), dtype=np.uint16)

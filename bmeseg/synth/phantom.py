@@ -103,9 +103,11 @@ def sd_ellipse_cylinder(x: NDArray[Any], y: NDArray[Any], cx: ArrayLike, cy: Arr
 
     The centre and radii may vary along ``z`` (pass arrays shaped ``(1, 1, nz)``).
     """
+    ax: Any = rx  # floats or arrays broadcastable to x, y
+    ay: Any = ry
     px, py = x - cx, y - cy
-    k0 = np.sqrt((px / rx) ** 2 + (py / ry) ** 2)
-    k1 = np.sqrt((px / np.square(rx)) ** 2 + (py / np.square(ry)) ** 2)
+    k0 = np.sqrt((px / ax) ** 2 + (py / ay) ** 2)
+    k1 = np.sqrt((px / np.square(ax)) ** 2 + (py / np.square(ay)) ** 2)
     return (k0 * (k0 - 1.0) / np.maximum(k1, 1e-6)).astype(F32)
 
 
@@ -176,6 +178,8 @@ class LesionTruth:
     """One inserted BME lesion (fine-grid truth, phantom/fluid-sensitive frame).
 
     ``volume_ml`` counts fine voxels with membership >= 0.5 inside the bone's marrow.
+    ``max_depth_mm`` (anatomies that know their joint space, e.g. SIJ) is the largest
+    distance of a lesion voxel from that joint space; ``None`` where not measured.
     """
 
     id: int
@@ -187,9 +191,10 @@ class LesionTruth:
     radius_mm: float
     edema_fraction: float
     touches_subchondral_plate: bool
+    max_depth_mm: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "bone": self.bone,
             "location": self.location,
@@ -200,6 +205,10 @@ class LesionTruth:
             "edema_fraction": round(self.edema_fraction, 3),
             "touches_subchondral_plate": self.touches_subchondral_plate,
         }
+        if self.max_depth_mm is not None:  # absent from knee truth (kept byte-identical)
+            out["max_depth_mm"] = round(self.max_depth_mm, 2)
+            out["deep"] = bool(self.max_depth_mm >= 10.0)
+        return out
 
 
 @dataclass(eq=False)
@@ -269,6 +278,17 @@ class Phantom:
         out[m] = (1.0 - e) * normal + e * s[Compartment.EDEMA_WATER]
         return out
 
+    def fat_content(self) -> NDArray[np.float32]:
+        """Fat-proton fraction of every fine voxel (``float32``, ``grid.shape``).
+
+        1 for fat and fat pads, ``(1 - edema) * fat_fraction`` in marrow, 0 elsewhere:
+        the weight of the fat compartment in :meth:`signal_map`.
+        """
+        out = np.isin(self.tissue, (Tissue.FAT, Tissue.FAT_PAD)).astype(F32)
+        m = self.tissue == Tissue.MARROW
+        out[m] = (1.0 - self.edema[m]) * self.fat_fraction[m]
+        return out
+
     def marrow_of(self, bone_id: int, sl: tuple[slice, ...] | None = None) -> NDArray[np.bool_]:
         sl = sl or (slice(None),) * 3
         return (self.tissue[sl] == Tissue.MARROW) & (self.bone[sl] == bone_id)
@@ -286,6 +306,8 @@ class Phantom:
         edema_fraction: float = 0.95,
         edge_mm: float = 1.0,
         lobulation: float = 0.08,
+        min_depth_mm: float = 0.0,
+        joint: NDArray[np.bool_] | None = None,
     ) -> LesionTruth:
         """Insert a soft-edged BME lesion centred under a subchondral site.
 
@@ -307,6 +329,13 @@ class Phantom:
             Width (logistic scale, mm) of the ill-defined border.
         lobulation : float
             Relative amplitude of the border's low-frequency bumps.
+        min_depth_mm : float
+            Push the centre into the bone far enough for the lesion to reach this
+            depth below the site (e.g. 12 for a SPARCC "deep" lesion, >= 10 mm from
+            the articular surface); 0 = the default subchondral placement
+            (centre half a radius inside).
+        joint : ndarray of bool, shape ``grid.shape``, optional
+            Joint space the lesion depth is measured from (``LesionTruth.max_depth_mm``).
 
         Returns
         -------
@@ -329,7 +358,10 @@ class Phantom:
         center = site
         rho = sl = marrow = None
         for _ in range(3):
-            center = site + inward * 0.5 * r_est
+            if min_depth_mm > 0:
+                center = site + inward * max(0.5 * r_est, min_depth_mm - 0.9 * r_est)
+            else:
+                center = site + inward * 0.5 * r_est
             half = 1.45 * r_est / (1 - lob_amp.sum()) * 1.0 + 4 * edge_mm + 2
             blk = self.grid.block(center - half, center + half)
             if blk is None:
@@ -366,6 +398,11 @@ class Phantom:
         cortex = np.zeros_like(inside)
         cortex |= self.tissue[sl] == Tissue.CORTEX
         touches = bool(np.any(ndi.binary_dilation(inside, iterations=2) & cortex))
+        depth = None
+        if joint is not None:
+            jb = joint[sl]
+            if jb.any() and n_vox:
+                depth = float(np.max(ndi.distance_transform_edt(~jb, sampling=self.grid.res_mm)[inside]))
         truth = LesionTruth(
             id=lid,
             bone=self.bone_names.get(bone_id, str(bone_id)),
@@ -376,6 +413,7 @@ class Phantom:
             radius_mm=r_est,
             edema_fraction=edema_fraction,
             touches_subchondral_plate=touches,
+            max_depth_mm=depth,
         )
         self.lesions.append(truth)
         return truth

@@ -15,7 +15,8 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,20 @@ from ..io.dicom_write import MRAcquisition, new_uid, write_dicom_series
 from ..io.nifti import write_nifti
 from ..volume import Geometry, Volume
 from .acquire import bias_field, plane_geometry, rician_noise, rigid_matrix, sample_labels, sample_signal
-from .knee import KNEE_EXTENT_LPS_MM, build_knee, knee_lesion_site
-from .phantom import FineGrid, LesionTruth, Phantom
-from .tissues import Compartment, SequenceParams, Tissue, compartment_signal
+from .knee import KNEE_CENTER_LPS_MM, KNEE_EXTENT_LPS_MM, KNEE_LOCATIONS, build_knee, knee_lesion_site
+from .phantom import BONE_NAMES, FineGrid, LesionTruth, Phantom, smoothstep
+from .sij import (
+    SIJ_BONE_NAMES,
+    SIJ_CENTER_LPS_MM,
+    SIJ_EXTENT_LPS_MM,
+    SIJ_LOCATIONS,
+    SIJ_TILT_DEG,
+    build_sij,
+    sij_lesion_site,
+)
+from .tissues import KNEE_TISSUES, Compartment, SequenceParams, Tissue, compartment_signal
 
-__all__ = ["LesionSpec", "SeriesTruth", "StudySpec", "StudyTruth", "build_phantom", "make_study"]
+__all__ = ["ANATOMIES", "LesionSpec", "SeriesTruth", "StudySpec", "StudyTruth", "build_phantom", "make_study"]
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +56,36 @@ class LesionSpec:
     Parameters
     ----------
     bone : str
-        ``'femur'``, ``'tibia'``, ``'patella'`` or ``'fibula'`` (knee).
+        Knee: ``'femur'``, ``'tibia'``, ``'patella'`` or ``'fibula'``; SIJ: ``'sacrum'``,
+        ``'ilium_left'`` or ``'ilium_right'``. ``'auto'`` (default): the bone of
+        ``location`` (knee: femur when ``location='random'``; SIJ: any quadrant).
     volume_ml : float
         Volume of the lesion (membership >= 0.5, inside marrow), mL; 0.2-15 is typical.
     location : str
-        A named subchondral site (:data:`bmeseg.synth.knee.KNEE_LOCATIONS`) or ``'random'``.
+        A named subchondral site or ``'random'``: knee
+        :data:`bmeseg.synth.knee.KNEE_LOCATIONS`; SIJ :data:`bmeseg.synth.sij.SIJ_LOCATIONS`
+        (SPARCC quadrants such as ``'LEFT_ILIAC_UPPER'``, ``'RIGHT_SACRAL_LOWER'``).
     edema_fraction : float
         Edema-water fraction at the core (0-1).
     edge_mm : float
         Logistic width of the ill-defined border, mm.
+    deep : bool
+        Reach >= 12 mm below the joint surface (a SPARCC "deep" lesion, >= 10 mm);
+        the achieved depth is ``LesionTruth.max_depth_mm`` (SIJ).
     """
 
-    bone: str = "femur"
+    bone: str = "auto"
     volume_ml: float = 3.0
     location: str = "random"
     edema_fraction: float = 0.95
     edge_mm: float = 1.0
+    deep: bool = False
+
+    def __repr__(self) -> str:
+        return _compat_repr(self, _LESION_V1)
+
+    def as_dict(self) -> dict[str, Any]:
+        return _compat_dict(self, _LESION_V1)
 
 
 @dataclass(frozen=True)
@@ -71,7 +95,9 @@ class StudySpec:
     Parameters
     ----------
     anatomy : str
-        ``'knee'`` (a right knee). ``'sij'`` is planned.
+        ``'knee'`` (a right knee) or ``'sij'`` (sacroiliac joints, pelvis; see
+        :meth:`sij_sample`). The anatomy fixes the default field-of-view centre,
+        the bones and the lesion sites (:data:`ANATOMIES`).
     field_strength_t : float
         1.5 or 3.0; picks relaxation times and TI.
     vendor : str
@@ -100,9 +126,11 @@ class StudySpec:
         (rotation vector in degrees about the anatomy centre; translation in mm).
     lesions : tuple of LesionSpec
     effusion : float
-        0-1 joint effusion.
+        0-1 joint effusion (SIJ: width of the joint's fluid line, 0.4-1.6 mm).
     red_marrow, vessel, cyst, physeal_scar : bool
-        Mimics / extra anatomy (see :func:`bmeseg.synth.knee.build_knee`).
+        Mimics / extra anatomy (see :func:`bmeseg.synth.knee.build_knee` and
+        :func:`bmeseg.synth.sij.build_sij`; for SIJ ``physeal_scar`` draws the sacral
+        fusion lines and ``cyst`` is ignored).
     extra_pdfs : bool
         With ``fluid_type='stir'``, also write a fat-saturated PD series.
     localizer : bool
@@ -111,6 +139,21 @@ class StudySpec:
         Fine-grid voxel size, mm.
     supersample_mm : float
         Partial-volume sub-sample pitch, mm.
+    fat_sat_edge : float
+        0-1: incomplete fat suppression towards the edge of the fluid-sensitive
+        series' field of view (0 = none). It is the fraction of fat suppression
+        lost at the FOV corners (zero inside 55 % of the half-FOV, smooth ramp
+        outward, centre offset at random). ``'pdfs'``: the spectral fat residual
+        rises to it (B0 off-resonance). ``'stir'``: the fat compartment's signal
+        is pushed away from its null by that fraction of its un-inverted
+        (spin-echo) signal, keeping its sign (phenomenological: imperfect
+        inversion / TI no longer at the fat null); water signals are unchanged.
+        Bright fat, and brighter fatty marrow, near the edge: a BME mimic.
+    chemical_shift : bool
+        Chemical-shift displacement of fat along the frequency-encoding direction
+        (3.4 ppm at the header's 200 Hz/pixel: 1.1 pixel at 1.5 T, 2.2 at 3 T) on
+        every series: a bright rim on one side of each fat/water interface
+        (cortex, joint) and a dark one on the other.
     """
 
     anatomy: str = "knee"
@@ -143,9 +186,18 @@ class StudySpec:
     localizer: bool = False
     phantom_res_mm: float = 0.5
     supersample_mm: float = 0.75
+    # fields added after the knee demo was committed: left out of repr()/as_dict() at
+    # their defaults so that the demo's UIDs and truth.json stay byte-identical
+    fat_sat_edge: float = 0.0
+    chemical_shift: bool = False
+
+    def __repr__(self) -> str:
+        return _compat_repr(self, _SPEC_V1)
 
     def __post_init__(self) -> None:
-        _one_of("anatomy", self.anatomy, ("knee",))
+        _one_of("anatomy", self.anatomy, tuple(ANATOMIES))
+        if not 0.0 <= self.fat_sat_edge <= 1.0:
+            raise ValueError(f"'fat_sat_edge' must be in [0, 1]; got {self.fat_sat_edge}")
         _one_of("vendor", self.vendor, _VENDORS)
         _one_of("fluid_type", self.fluid_type, ("stir", "pdfs"))
         _one_of("t1_plane", self.t1_plane, _PLANES)
@@ -166,8 +218,43 @@ class StudySpec:
         )
 
     @classmethod
-    def tiny(cls, **changes: Any) -> StudySpec:
-        """A small, fast study for tests (1 mm phantom, 96x96 matrices, 3 mm slices)."""
+    def sij_sample(cls) -> StudySpec:
+        """A typical SIJ study: 1.5 T Siemens, semicoronal T1 TSE + TIRM, 4 mm slices, FOV 280 mm.
+
+        Semicoronal = coronal tilted 25 degrees about L (parallel to the dorsal S2
+        cortex); T1 320x320 (0.875 mm pixels), STIR 256x256 (1.09 mm), 16 slices of
+        4 mm with a 0.4 mm gap; 0.8 mm phantom. Two lesions (left iliac upper,
+        right sacral lower); mild motion between the series.
+        """
+        tilt = (SIJ_TILT_DEG, 0.0, 0.0)
+        return cls(
+            anatomy="sij", t1_plane="coronal", fluid_plane="coronal", t1_matrix=(320, 320),
+            fluid_matrix=(256, 256), t1_slices=16, fluid_slices=16, fov_mm=280.0, slice_thickness_mm=4.0,
+            slice_gap_mm=0.4, t1_oblique_deg=tilt, fluid_oblique_deg=tilt, snr=22.0, bias_strength=0.15,
+            motion_rot_deg=(1.5, 0.0, 0.0), motion_trans_mm=(0.0, 1.0, -1.5),
+            lesions=(LesionSpec("ilium_left", 4.0, "LEFT_ILIAC_UPPER"),
+                     LesionSpec("sacrum", 1.5, "RIGHT_SACRAL_LOWER")),
+            phantom_res_mm=0.8, supersample_mm=1.0,
+        )
+
+    @classmethod
+    def tiny(cls, anatomy: str = "knee", **changes: Any) -> StudySpec:
+        """A small, fast study for tests.
+
+        Knee: 1 mm phantom, 96x96 matrices, 3 mm slices. SIJ: 1.2 mm phantom,
+        96x96 matrices over 220 mm, 10 semicoronal 4 mm slices, one 3 mL lesion.
+        """
+        if anatomy == "sij":
+            tilt = (SIJ_TILT_DEG, 0.0, 0.0)
+            sij = cls(
+                anatomy="sij", t1_plane="coronal", fluid_plane="coronal", t1_matrix=(96, 96),
+                fluid_matrix=(96, 96), t1_slices=10, fluid_slices=10, fov_mm=220.0, slice_thickness_mm=4.0,
+                slice_gap_mm=0.4, t1_oblique_deg=tilt, fluid_oblique_deg=tilt,
+                phantom_res_mm=1.2, supersample_mm=1.2,
+                lesions=(LesionSpec("ilium_left", 3.0, "LEFT_ILIAC_UPPER"),),
+            )
+            return replace(sij, **changes)
+        _one_of("anatomy", anatomy, tuple(ANATOMIES))
         base = cls(
             t1_matrix=(96, 96), fluid_matrix=(80, 80), t1_slices=16, fluid_slices=16,
             fov_mm=130.0, slice_thickness_mm=3.0, slice_gap_mm=0.6, center_offset_mm=(8.0, 0.0, 0.0),
@@ -177,12 +264,101 @@ class StudySpec:
         return replace(base, **changes)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = _compat_dict(self, _SPEC_V1)
+        d["lesions"] = tuple(ls.as_dict() for ls in self.lesions)
+        return d
+
+
+_LESION_V1 = ("bone", "volume_ml", "location", "edema_fraction", "edge_mm")
+_SPEC_V1 = (
+    "anatomy", "field_strength_t", "vendor", "fluid_type", "t1_plane", "fluid_plane", "t1_matrix", "fluid_matrix",
+    "t1_slices", "fluid_slices", "fov_mm", "slice_thickness_mm", "slice_gap_mm", "t1_oblique_deg",
+    "fluid_oblique_deg", "center_offset_mm", "snr", "bias_strength", "motion_rot_deg", "motion_trans_mm", "lesions",
+    "effusion", "red_marrow", "vessel", "cyst", "physeal_scar", "extra_pdfs", "localizer", "phantom_res_mm",
+    "supersample_mm",
+)
+
+
+def _shown(obj: Any, v1: tuple[str, ...]) -> list[str]:
+    """Field names of ``obj`` to show: the first release's, plus later ones that are not at their default."""
+    return [f.name for f in fields(obj) if f.name in v1 or getattr(obj, f.name) != f.default]
+
+
+def _compat_repr(obj: Any, v1: tuple[str, ...]) -> str:
+    """``dataclass`` repr without the later fields left at their defaults (seeds UIDs: keep stable)."""
+    body = ", ".join(f"{n}={getattr(obj, n)!r}" for n in _shown(obj, v1))
+    return f"{type(obj).__qualname__}({body})"
+
+
+def _compat_dict(obj: Any, v1: tuple[str, ...]) -> dict[str, Any]:
+    full = asdict(obj)
+    return {n: full[n] for n in _shown(obj, v1)}
 
 
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"'{name}' must be one of {set(allowed)}; got {value!r}")
+
+
+# ------------------------------------------------------------------ anatomies
+
+
+@dataclass(frozen=True)
+class _Anatomy:
+    """What :func:`build_phantom`, the series planner and the headers need to know about one anatomy."""
+
+    name: str
+    extent_lps_mm: tuple[tuple[float, float, float], tuple[float, float, float]]
+    center_lps_mm: tuple[float, float, float]
+    bone_names: dict[int, str]
+    locations: tuple[str, ...]
+    tissues: tuple[Tissue, ...]
+    build: Callable[[FineGrid, np.random.Generator, StudySpec], Phantom]
+    #: (phantom, lesion spec, rng) -> (bone id, location, site LPS mm, joint mask or None)
+    site: Callable[[Phantom, LesionSpec, np.random.Generator],
+                   tuple[int, str, NDArray[np.float64], NDArray[np.bool_] | None]]
+    header: dict[str, Any]
+    coil: dict[str, str]
+    body_part: str
+
+
+def _knee_build(grid: FineGrid, rng: np.random.Generator, spec: StudySpec) -> Phantom:
+    return build_knee(grid, rng=rng, effusion=spec.effusion, red_marrow=spec.red_marrow, vessel=spec.vessel,
+                      cyst=spec.cyst, physeal_scar=spec.physeal_scar)
+
+
+def _knee_site(ph: Phantom, ls: LesionSpec, rng: np.random.Generator
+               ) -> tuple[int, str, NDArray[np.float64], NDArray[np.bool_] | None]:
+    bone = ls.bone
+    if bone == "auto":
+        bone = next((b for b, locs in KNEE_LOCATIONS.items() if ls.location in locs), "femur")
+    bid, loc, site = knee_lesion_site(ph, bone, ls.location, rng)
+    return bid, loc, site, None
+
+
+def _sij_build(grid: FineGrid, rng: np.random.Generator, spec: StudySpec) -> Phantom:
+    return build_sij(grid, rng=rng, joint_fluid=spec.effusion, red_marrow=spec.red_marrow, vessel=spec.vessel,
+                     fusion_lines=spec.physeal_scar)
+
+
+def _sij_site(ph: Phantom, ls: LesionSpec, rng: np.random.Generator
+              ) -> tuple[int, str, NDArray[np.float64], NDArray[np.bool_] | None]:
+    return sij_lesion_site(ph, ls.bone, ls.location, rng)
+
+
+#: per-anatomy registry (name -> extent, default FOV centre, bones, lesion sites, header cues)
+ANATOMIES: dict[str, _Anatomy] = {
+    "knee": _Anatomy(
+        "knee", KNEE_EXTENT_LPS_MM, KNEE_CENTER_LPS_MM, dict(BONE_NAMES),
+        tuple(loc for locs in KNEE_LOCATIONS.values() for loc in locs), KNEE_TISSUES, _knee_build, _knee_site,
+        header={"PatientPosition": "FFS", "Laterality": "R", "StudyDescription": "MR KNEE RIGHT W/O CONTRAST"},
+        coil={"siemens": "Knee_18", "ge": "18ch Knee", "philips": "dS Knee 16ch"}, body_part="KNEE"),
+    "sij": _Anatomy(
+        "sij", SIJ_EXTENT_LPS_MM, SIJ_CENTER_LPS_MM, dict(SIJ_BONE_NAMES), SIJ_LOCATIONS, tuple(Tissue),
+        _sij_build, _sij_site,
+        header={"PatientPosition": "HFS", "StudyDescription": "MR SACROILIAC JOINTS W/O CONTRAST"},
+        coil={"siemens": "Body_18\\SP", "ge": "GEM AA\\GEM PA", "philips": "dS Torso 16ch"}, body_part="SIJOINT"),
+}
 
 
 # ----------------------------------------------------------------- protocols
@@ -246,10 +422,8 @@ def _protocol(role: str, spec: StudySpec, plane: str, series_number: int) -> _Pr
         "EchoTrainLength": etl,
         "NumberOfAverages": 1.0 if role != "stir" else 2.0,
         "PixelBandwidth": 200.0 if role != "localizer" else 320.0,
-        "ReceiveCoilName": {"siemens": "Knee_18", "ge": "18ch Knee", "philips": "dS Knee 16ch"}[v],
-        "PatientPosition": "FFS",
-        "Laterality": "R",
-        "StudyDescription": "MR KNEE RIGHT W/O CONTRAST",
+        "ReceiveCoilName": ANATOMIES[spec.anatomy].coil[v],
+        **ANATOMIES[spec.anatomy].header,
         "StudyID": "1",
         "AccessionNumber": "SYN0001",
         "PatientSex": "O",
@@ -273,7 +447,7 @@ def _protocol(role: str, spec: StudySpec, plane: str, series_number: int) -> _Pr
         protocol_name=desc if v != "philips" else f"{desc}_{short}",
         sequence_name=seqname,
         flip_angle_deg=flip,
-        body_part="KNEE",
+        body_part=ANATOMIES[spec.anatomy].body_part,
         extra=extra,
     )
     return _Protocol(role, seq, acq)
@@ -367,6 +541,7 @@ class StudyTruth:
         from .. import __name__ as pkg
 
         spec = self.spec
+        anat = ANATOMIES[spec.anatomy]
         lab = self.bme_labels
         vox = lab.geometry.voxel_volume_ml
         return {
@@ -397,8 +572,9 @@ class StudyTruth:
                 "bone_labels": os.path.relpath(self.bone_map, self.root),
                 "tissue_labels": os.path.relpath(self.tissue_map, self.root),
             },
-            "bone_labels": {"1": "femur", "2": "tibia", "3": "patella", "4": "fibula"},
-            "tissue_labels": {str(int(t)): t.name.lower() for t in Tissue},
+            "bone_labels": {str(k): v for k, v in sorted(anat.bone_names.items())},
+            **({} if spec.anatomy == "knee" else {"bone_names": {str(k): v for k, v in sorted(anat.bone_names.items())}}),
+            "tissue_labels": {str(int(t)): t.name.lower() for t in anat.tissues},
             "study_instance_uid": self.extra.get("study_uid"),
             "frame_of_reference_uid": self.extra.get("frame_of_reference_uid"),
             "spec": spec.as_dict(),
@@ -424,20 +600,19 @@ def build_phantom(spec: StudySpec, *, seed: int, lo_lps_mm: Any = None, hi_lps_m
         lo_lps_mm, hi_lps_mm = _field_of_view_box(spec)
     grid = FineGrid.covering(lo_lps_mm, hi_lps_mm, spec.phantom_res_mm)
     t0 = time.perf_counter()
-    ph = build_knee(grid, rng=rng, effusion=spec.effusion, red_marrow=spec.red_marrow, vessel=spec.vessel,
-                    cyst=spec.cyst, physeal_scar=spec.physeal_scar)
+    anat = ANATOMIES[spec.anatomy]
+    ph = anat.build(grid, rng, spec)
     for ls in spec.lesions:
-        bid, loc, site = knee_lesion_site(ph, ls.bone, ls.location, rng)
+        bid, loc, site, joint = anat.site(ph, ls, rng)
         ph.insert_lesion(bone_id=bid, volume_ml=ls.volume_ml, site_lps_mm=site, rng=rng, location=loc,
-                         edema_fraction=ls.edema_fraction, edge_mm=ls.edge_mm)
+                         edema_fraction=ls.edema_fraction, edge_mm=ls.edge_mm,
+                         min_depth_mm=12.0 if ls.deep else 0.0, joint=joint)
     log.debug("phantom %s built in %.2f s", grid.shape, time.perf_counter() - t0)
     return ph
 
 
 def _center(spec: StudySpec) -> NDArray[np.float64]:
-    from .knee import KNEE_CENTER_LPS_MM
-
-    return np.asarray(KNEE_CENTER_LPS_MM) + np.asarray(spec.center_offset_mm)
+    return np.asarray(ANATOMIES[spec.anatomy].center_lps_mm) + np.asarray(spec.center_offset_mm)
 
 
 def _series_geometries(spec: StudySpec) -> dict[str, tuple[Geometry, float]]:
@@ -470,17 +645,83 @@ def _field_of_view_box(spec: StudySpec) -> tuple[NDArray[np.float64], NDArray[np
         pts.append(g.index_to_lps(corners))
     allp = np.concatenate(pts)
     margin = 3.0 + float(np.max(np.abs(spec.motion_trans_mm))) + 0.02 * float(np.max(np.abs(spec.motion_rot_deg))) * 100
-    lo = np.maximum(allp.min(axis=0) - margin, KNEE_EXTENT_LPS_MM[0])
-    hi = np.minimum(allp.max(axis=0) + margin, KNEE_EXTENT_LPS_MM[1])
+    extent = ANATOMIES[spec.anatomy].extent_lps_mm
+    lo = np.maximum(allp.min(axis=0) - margin, extent[0])
+    hi = np.minimum(allp.max(axis=0) + margin, extent[1])
     return lo, hi
 
 
-def _acquire(ph: Phantom, proto: _Protocol, geom: Geometry, thickness: float, spec: StudySpec, *,
-             anatomy_from_world: NDArray[np.float64] | None, rng: np.random.Generator) -> tuple[Volume, float]:
+#: fat-water chemical shift, ppm; the headers' PixelBandwidth, Hz/pixel
+_FAT_PPM = 3.4
+_BANDWIDTH_HZ_PX = 200.0
+
+
+def _fat_sat_failure(ph: Phantom, geom: Geometry, strength: float, rng: np.random.Generator
+                     ) -> NDArray[np.float32]:
+    """Fraction (0-``strength``) of fat suppression lost at each fine voxel, from its place in the FOV.
+
+    In-plane distance from a slightly off-centre point (offset up to 15 % of the
+    half-FOV, drawn from ``rng``) of the fluid-sensitive series, in half-FOVs:
+    0 inside 0.55, rising smoothly to ``strength`` at 1.25 (the corners).
+    """
+    _, x, y, z = ph.grid.full()
+    c = geom.index_to_lps((np.asarray(geom.shape, float) - 1) / 2)
+    half = np.asarray(geom.shape[:2], float) * np.asarray(geom.spacing_mm[:2]) / 2
+    off = rng.uniform(-0.15, 0.15, size=2)
+    rho2 = np.zeros(ph.grid.shape, dtype=np.float32)
+    for ax in range(2):
+        d = geom.direction[:, ax] / half[ax]
+        a = (x - c[0]) * d[0] + (y - c[1]) * d[1] + (z - c[2]) * d[2] - off[ax]
+        rho2 += (a * a).astype(np.float32)
+    return (strength * smoothstep(0.55, 1.25, np.sqrt(rho2))).astype(np.float32)
+
+
+def _readout_shift_mm(proto: _Protocol, geom: Geometry, spec: StudySpec, plane: str) -> NDArray[np.float64]:
+    """Apparent displacement of fat (LPS mm) along the frequency-encoding direction of a series."""
+    # header: InPlanePhaseEncodingDirection ROW (phase along i) for sagittal, else COL
+    ax = 1 if plane == "sagittal" else 0
+    px = _FAT_PPM * 42.577 * spec.field_strength_t / _BANDWIDTH_HZ_PX
+    return px * geom.spacing_mm[ax] * geom.direction[:, ax]
+
+
+def _signal_image(ph: Phantom, proto: _Protocol, geom: Geometry, thickness: float, spec: StudySpec, *,
+                  anatomy_from_world: NDArray[np.float64] | None, fat_edge: NDArray[np.float32] | None,
+                  plane: str) -> NDArray[np.float32]:
+    """Noise-free magnitude image of one series (with the fat mimics when the spec asks)."""
+    kw = {"slice_thickness_mm": thickness, "supersample_mm": spec.supersample_mm}
     sig = ph.signal_map(proto.seq, spec.field_strength_t)
-    img = np.abs(sample_signal(sig, ph.grid, geom, slice_thickness_mm=thickness,
-                               anatomy_from_world=anatomy_from_world, supersample_mm=spec.supersample_mm))
+    fat_edge = fat_edge if proto.seq.kind in ("stir", "se_fs") else None
+    if fat_edge is None and not spec.chemical_shift:  # the original path (knee demo bytes)
+        img = np.abs(sample_signal(sig, ph.grid, geom, anatomy_from_world=anatomy_from_world, **kw))
+        return img.astype(np.float32)
+    fat = ph.fat_content()
+    s_fat = compartment_signal(proto.seq, spec.field_strength_t)[Compartment.FAT]
+    sig -= fat * np.float32(s_fat)  # water part
+    fat_sig = np.full(fat.shape, s_fat, dtype=np.float32)
+    if fat_edge is not None:
+        seq = proto.seq
+        se = compartment_signal(SequenceParams("se", tr_ms=seq.tr_ms, te_ms=seq.te_ms), spec.field_strength_t)
+        if seq.kind == "se_fs":
+            fat_sig += fat_edge * np.float32(se[Compartment.FAT] * (1.0 - seq.fat_residual))
+        else:
+            fat_sig += fat_edge * np.float32(np.sign(s_fat) * se[Compartment.FAT])
+    fat_sig *= fat
+    img = sample_signal(sig, ph.grid, geom, anatomy_from_world=anatomy_from_world, **kw)
     del sig
+    a_fat = anatomy_from_world
+    if spec.chemical_shift:
+        shift = np.eye(4)
+        shift[:3, 3] = -_readout_shift_mm(proto, geom, spec, plane)
+        a_fat = shift if anatomy_from_world is None else anatomy_from_world @ shift
+    img += sample_signal(fat_sig, ph.grid, geom, anatomy_from_world=a_fat, **kw)
+    return np.abs(img).astype(np.float32)
+
+
+def _acquire(ph: Phantom, proto: _Protocol, geom: Geometry, thickness: float, spec: StudySpec, *,
+             anatomy_from_world: NDArray[np.float64] | None, rng: np.random.Generator,
+             fat_edge: NDArray[np.float32] | None = None, plane: str = "sagittal") -> tuple[Volume, float]:
+    img = _signal_image(ph, proto, geom, thickness, spec, anatomy_from_world=anatomy_from_world,
+                        fat_edge=fat_edge, plane=plane)
     ref = abs(compartment_signal(proto.seq, spec.field_strength_t)[Compartment.MUSCLE])
     gain = 400.0 / ref * float(rng.uniform(0.8, 1.25))
     if spec.bias_strength > 0 and proto.role != "localizer":
@@ -520,7 +761,8 @@ def make_study(out_dir: str | os.PathLike[str], spec: StudySpec, *, seed: int, l
 
     * ``truth/bme_labels.nii.gz``: uint8 lesion id per voxel (majority of the voxel's
       slice-profile footprint, i.e. partial-volume fraction >= 0.5), 0 = none;
-    * ``truth/bone_labels.nii.gz``: 1 femur, 2 tibia, 3 patella, 4 fibula (majority);
+    * ``truth/bone_labels.nii.gz``: knee 1 femur, 2 tibia, 3 patella, 4 fibula; SIJ 1 sacrum,
+      2 ilium_left, 3 ilium_right, 4 L5, 5 L4 (majority; names in ``truth.json``);
     * ``truth/tissue_labels.nii.gz``: :class:`~bmeseg.synth.tissues.Tissue` (majority).
     """
     _one_of("layout", layout, ("messy", "tidy"))
@@ -534,6 +776,14 @@ def make_study(out_dir: str | os.PathLike[str], spec: StudySpec, *, seed: int, l
     rng = np.random.default_rng([seed, 2])
     ph = build_phantom(spec, seed=seed)
     geoms = _series_geometries(spec)
+    fat_edge = None
+    if spec.fat_sat_edge > 0:
+        fat_edge = _fat_sat_failure(ph, geoms["fluid"][0], spec.fat_sat_edge, np.random.default_rng([seed, 3]))
+        ph.mimics.append({"kind": "fat_sat_edge", "series": spec.fluid_type, "strength": spec.fat_sat_edge,
+                          "outside_bone": False, "note": "fat suppression fails towards the FOV edge"})
+    if spec.chemical_shift:
+        ph.mimics.append({"kind": "chemical_shift", "ppm": _FAT_PPM, "bandwidth_hz_px": _BANDWIDTH_HZ_PX,
+                          "pixels": round(_FAT_PPM * 42.577 * spec.field_strength_t / _BANDWIDTH_HZ_PX, 3)})
     center = _center(spec)
     m = rigid_matrix(spec.motion_rot_deg, spec.motion_trans_mm, center)
     moved = bool(np.any(spec.motion_rot_deg) or np.any(spec.motion_trans_mm))
@@ -556,7 +806,7 @@ def make_study(out_dir: str | os.PathLike[str], spec: StudySpec, *, seed: int, l
         plane = spec.t1_plane if role == "t1" else spec.fluid_plane
         proto = _protocol(role, spec, plane, number)
         series_uid = new_uid(f"bmeseg-synth-series-{seed}-{role}-{spec!r}")
-        a_from_w = np.linalg.inv(m) if (role == "t1" and moved) else None
+        a_from_w = np.linalg.inv(m).astype(np.float64) if (role == "t1" and moved) else None
         if layout == "messy":
             sdir = root / "dicom" / f"series_{idx:03d}"
         else:
@@ -576,7 +826,8 @@ def make_study(out_dir: str | os.PathLike[str], spec: StudySpec, *, seed: int, l
                                        geoms["loc_sagittal"][0], 7.0, proto.seq, False, sigma)
             continue
         geom, thick = geoms[gkey]
-        vol, sigma = _acquire(ph, proto, geom, thick, spec, anatomy_from_world=a_from_w, rng=rng)
+        vol, sigma = _acquire(ph, proto, geom, thick, spec, anatomy_from_world=a_from_w, rng=rng,
+                              fat_edge=fat_edge, plane=plane)
         nk = geom.shape[2]
         if layout == "messy":
             ids = rng.permutation(np.arange(1, nk + 1)) * 7 + int(rng.integers(100, 900))
@@ -594,10 +845,10 @@ def make_study(out_dir: str | os.PathLike[str], spec: StudySpec, *, seed: int, l
     fgeom, fthick = geoms["fluid"]
     tdir = root / "truth"
     tdir.mkdir(parents=True, exist_ok=True)
-    kw = {"slice_thickness_mm": fthick, "supersample_mm": spec.supersample_mm}
+    kw: dict[str, Any] = {"slice_thickness_mm": fthick, "supersample_mm": spec.supersample_mm}
     lesion_lab, _ = sample_labels(ph.lesion, ph.grid, fgeom, values=[les.id for les in ph.lesions], **kw)
     bone_lab, _ = sample_labels(ph.bone, ph.grid, fgeom, values=sorted(ph.bone_names), **kw)
-    tissue_lab, _ = sample_labels(ph.tissue, ph.grid, fgeom, values=[int(t) for t in Tissue if t], **kw)
+    tissue_lab, _ = sample_labels(ph.tissue, ph.grid, fgeom, values=[int(t) for t in ANATOMIES[spec.anatomy].tissues if t], **kw)
     bme = Volume(lesion_lab, fgeom)
     for les in ph.lesions:
         seen = np.count_nonzero(lesion_lab == les.id) * fgeom.voxel_volume_ml

@@ -19,6 +19,7 @@ from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "Compartment",
+    "KNEE_TISSUES",
     "Relaxation",
     "SequenceParams",
     "Tissue",
@@ -46,6 +47,12 @@ class Tissue(IntEnum):
     TENDON = 10  # tendons, ligaments, menisci (short T2)
     VEIN = 11  # slow-flowing venous blood (bright on STIR)
     ARTERY = 12  # flow void
+    # added with the SIJ anatomy (labels 0-12 are the knee's set)
+    NERVE = 13  # nerve roots / ganglia in the sacral foramina (moderately bright on STIR)
+    CSF = 14  # cerebrospinal fluid (thecal sac in the lumbar and upper sacral canal)
+    DISC = 15  # nucleus pulposus of an intervertebral disc
+    BOWEL = 16  # bowel / rectal content (intermediate, mixed signal)
+    GAS = 17  # bowel gas (signal void)
 
 
 class Compartment(IntEnum):
@@ -63,6 +70,10 @@ class Compartment(IntEnum):
     FLOW_VOID = 9
     MARROW_WATER = 10  # water of normal (mostly yellow) marrow: red-marrow-like relaxation
     EDEMA_WATER = 11  # free water of marrow edema
+    NERVE = 12
+    CSF = 13
+    DISC = 14  # nucleus pulposus
+    BOWEL = 15  # faecal / bowel content
 
 
 #: which compartment a (non-marrow) tissue label is made of
@@ -80,7 +91,15 @@ TISSUE_COMPARTMENT: dict[Tissue, Compartment] = {
     Tissue.TENDON: Compartment.TENDON,
     Tissue.VEIN: Compartment.BLOOD,
     Tissue.ARTERY: Compartment.FLOW_VOID,
+    Tissue.NERVE: Compartment.NERVE,
+    Tissue.CSF: Compartment.CSF,
+    Tissue.DISC: Compartment.DISC,
+    Tissue.BOWEL: Compartment.BOWEL,
+    Tissue.GAS: Compartment.AIR,
 }
+
+#: the tissue labels of the original knee phantom (``truth.json`` of a knee study lists only these)
+KNEE_TISSUES: tuple[Tissue, ...] = tuple(t for t in Tissue if t <= Tissue.ARTERY)
 
 
 @dataclass(frozen=True)
@@ -106,6 +125,10 @@ _TABLE_15T: dict[Compartment, tuple[float, float, float]] = {
     Compartment.FLOW_VOID: (0.03, 1400.0, 50.0),
     Compartment.MARROW_WATER: (0.9, 600.0, 50.0),
     Compartment.EDEMA_WATER: (0.8, 1400.0, 95.0),
+    Compartment.NERVE: (0.8, 1100.0, 90.0),
+    Compartment.CSF: (1.0, 4200.0, 2000.0),
+    Compartment.DISC: (0.85, 1200.0, 110.0),
+    Compartment.BOWEL: (0.75, 1100.0, 70.0),
 }
 _TABLE_3T: dict[Compartment, tuple[float, float, float]] = {
     Compartment.AIR: (0.0, 1000.0, 1.0),
@@ -120,6 +143,10 @@ _TABLE_3T: dict[Compartment, tuple[float, float, float]] = {
     Compartment.FLOW_VOID: (0.03, 1900.0, 40.0),
     Compartment.MARROW_WATER: (0.9, 800.0, 45.0),
     Compartment.EDEMA_WATER: (0.8, 1800.0, 85.0),
+    Compartment.NERVE: (0.8, 1400.0, 80.0),
+    Compartment.CSF: (1.0, 4500.0, 1800.0),
+    Compartment.DISC: (0.85, 1500.0, 100.0),
+    Compartment.BOWEL: (0.75, 1400.0, 60.0),
 }
 
 
