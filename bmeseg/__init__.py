@@ -32,7 +32,23 @@ _PUBLIC = {
     "detect": "pipeline",
 }
 
-__all__ = sorted(_PUBLIC)
+__all__ = [
+    "Geometry",
+    "StudyInput",
+    "Volume",
+    "choose_pair",
+    "classify_series",
+    "detect",
+    "index_dicom",
+    "load_series",
+    "load_settings",
+    "read_nifti",
+    "register_rigid",
+    "resample_to",
+    "run_study",
+    "write_nifti",
+]
+assert sorted(__all__) == sorted(_PUBLIC)
 
 
 def __getattr__(name: str) -> Any:
