@@ -71,11 +71,11 @@ def _specs() -> dict[str, tuple[Any, str, str]]:
     )
     knee = StudySpec(t1_matrix=(320, 320), fluid_matrix=(256, 256), t1_slices=26, fluid_slices=26,
                      fov_mm=140.0, **common)
-    try:
-        sij = StudySpec(anatomy="sij", t1_matrix=(384, 384), fluid_matrix=(384, 384), t1_slices=20,
-                        fluid_slices=20)
-        sij_pipe, sij_note = "sij", "synthetic SIJ (anatomy='sij')"
-    except (ValueError, TypeError):
+    if hasattr(StudySpec, "sij_sample"):  # semicoronal SIJ study of bmeseg.synth, resized
+        sij = replace(StudySpec.sij_sample(), t1_matrix=(384, 384), fluid_matrix=(384, 384), t1_slices=20,
+                      fluid_slices=20)
+        sij_pipe, sij_note = "sij", "synthetic SIJ (StudySpec.sij_sample() with these matrices)"
+    else:
         sij = replace(knee, t1_matrix=(384, 384), fluid_matrix=(384, 384), t1_slices=20, fluid_slices=20,
                       fov_mm=150.0, slice_thickness_mm=4.0, slice_gap_mm=0.4)
         sij_pipe, sij_note = "knee", "bmeseg.synth has no 'sij' anatomy yet: knee phantom with SIJ matrices"
