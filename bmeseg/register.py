@@ -24,12 +24,12 @@ Determinism
 Metric samples are drawn with a fixed seed (``settings.seed``; ITK treats a seed
 of 0 as "wall clock", so ``seed + 1 + level`` is passed to ITK), and the metric
 runs on ``settings.n_threads`` threads (default 1), so the result does not
-depend on the machine's core count. Some ITK internals of the optimiser still
-use the process-wide ``sitk.ProcessObject_SetGlobalDefaultNumberOfThreads``
-(left to the caller); with more than one global thread, repeated runs can
-differ in the last digits (~1e-13 mm). With one global thread, repeated runs
-are bit-identical. A metric on several threads (``n_threads > 1``) sums in a
-varying order: repeated runs then differ by ~1e-7 mm.
+depend on the machine's core count. Some ITK internals of the optimiser use the
+process-wide default thread count instead (with two global threads repeated runs
+differed by ~3e-8 degrees), so with ``n_threads == 1`` :func:`register_rigid`
+sets that default to 1 for the duration of the call and restores it afterwards:
+repeated runs are then bit-identical. A metric on several threads
+(``n_threads > 1``) sums in a varying order: repeated runs then differ by ~1e-7 mm.
 """
 
 from __future__ import annotations
@@ -580,6 +580,24 @@ def register_rigid(
     ``SetShrinkFactorsPerLevel`` uses one factor for all axes, which would
     collapse 3-4 mm slices at coarse levels.
     """
+    if settings is not None and settings.n_threads != 1:
+        return _register_rigid(fixed, moving, settings=settings, fixed_mask=fixed_mask)
+    previous = sitk.ProcessObject_GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(1)
+    try:
+        return _register_rigid(fixed, moving, settings=settings, fixed_mask=fixed_mask)
+    finally:
+        sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(previous)
+
+
+def _register_rigid(
+    fixed: Volume,
+    moving: Volume,
+    *,
+    settings: RegistrationSettings | None = None,
+    fixed_mask: Volume | None = None,
+) -> RegistrationResult:
+
     s = settings if settings is not None else RegistrationSettings()
     t0 = time.perf_counter()
     if not s.enabled:
