@@ -48,6 +48,9 @@ def _get_parser() -> argparse.ArgumentParser:
     r.add_argument("--stir", help="fluid-sensitive series (number, UID or description) or a NIfTI file")
     r.add_argument("--bone-mask", type=Path, help="bone mask / label map (NIfTI) to use instead of automatic marrow search")
     r.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    r.add_argument("--layout", choices=("flat", "bids"), default="flat",
+                   help="output names: flat (OUT/bme_mask.nii.gz...) or bids (OUT as a BIDS-derivatives "
+                   "dataset: OUT/sub-X/[ses-Y/]anat/sub-X_[ses-Y_]desc-bme_dseg.nii.gz...; NIfTI inputs)")
     _add_dicom_parsers(sub)
     _add_batch_parser(sub)
     _add_report_parser(sub)
@@ -85,7 +88,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.input is None and (args.t1 is None or args.stir is None):
         raise _Usage("give a DICOM folder, or both --t1 and --stir NIfTI files")
     inp = StudyInput(dicom_dir=args.input, t1=args.t1, stir=args.stir, bone_mask=args.bone_mask)
-    result = run_study(inp, args.output, settings=settings, force=args.force)
+    result = run_study(inp, args.output, settings=settings, force=args.force, layout=args.layout)
     rep = result.report
     print(
         f"bmeseg: {rep['n_lesions']} lesion(s), BME {rep['bme_volume_ml']:.2f} mL of "

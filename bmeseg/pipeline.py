@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +27,7 @@ from .volume import Volume
 if TYPE_CHECKING:  # pragma: no cover
     from .io.dicom import SeriesInfo
 
-__all__ = ["OUTPUT_FILES", "StudyInput", "StudyResult", "detect", "load_pair", "run_study"]
+__all__ = ["OUTPUT_FILES", "StudyInput", "StudyResult", "detect", "load_pair", "output_paths", "run_study"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,67 @@ OUTPUT_FILES = (
     "bme_seg.dcm",  # DICOM input with the 'seg' extra (highdicom) only
     "report.json",
 )
+
+
+LAYOUTS = ("flat", "bids")
+
+#: BIDS-derivatives names: ``<source entities>_<what>`` (desc/space entities and suffixes)
+_BIDS_NAMES = {
+    "bme_mask.nii.gz": "desc-bme_dseg.nii.gz",
+    "marrow_mask.nii.gz": "desc-marrow_dseg.nii.gz",
+    "stir.nii.gz": "desc-reference_STIR.nii.gz",
+    "t1_registered.nii.gz": "space-STIR_desc-registered_T1w.nii.gz",
+    "qa.png": "desc-qa_overview.png",
+    "registration.png": "desc-registration_overview.png",
+    "qa_thumb.png": "desc-qathumb_overview.png",
+    "lesions.csv": "desc-lesions_table.csv",
+    "bones.csv": "desc-bones_table.csv",
+    "bme_seg.dcm": "desc-bme_seg.dcm",
+    "report.json": "desc-bmeseg_report.json",
+}
+_BIDS_ENTITY = re.compile(r"^(sub-[A-Za-z0-9]+)(?:_(ses-[A-Za-z0-9]+))?")
+
+
+def output_paths(out_dir: str | os.PathLike[str], inp: StudyInput, layout: str = "flat") -> dict[str, Path]:
+    """Where each of :data:`OUTPUT_FILES` goes for ``layout``.
+
+    ``"flat"``: ``OUT_DIR/<name>`` (the output contract). ``"bids"`` (NIfTI inputs from a BIDS
+    dataset): OUT_DIR is a BIDS-derivatives dataset and files go to
+    ``OUT_DIR/sub-<label>[/ses-<label>]/anat/sub-<label>[_ses-<label>]_<desc/suffix>``, the
+    subject and session taken from the fluid-sensitive file's name.
+
+    >>> p = output_paths("d", StudyInput(t1="sub-01_ses-2_T1w.nii.gz", stir="x/sub-01_ses-2_STIR.nii.gz"), "bids")
+    >>> p["bme_mask.nii.gz"].as_posix()
+    'd/sub-01/ses-2/anat/sub-01_ses-2_desc-bme_dseg.nii.gz'
+    """
+    if layout not in LAYOUTS:
+        raise InputError(f"'layout' must be one of {set(LAYOUTS)}; got {layout!r}")
+    out = Path(out_dir)
+    if layout == "flat":
+        return {name: out / name for name in OUTPUT_FILES}
+    source = inp.stir if inp.dicom_dir is None else None
+    m = _BIDS_ENTITY.match(Path(source).name) if source else None
+    if m is None:
+        raise InputError(
+            "--layout bids needs BIDS-named NIfTI inputs (sub-<label>[_ses-<label>]_..._<suffix>.nii.gz); "
+            f"got {source or inp.dicom_dir}"
+        )
+    sub, ses = m.group(1), m.group(2)
+    folder = out / sub / ses / "anat" if ses else out / sub / "anat"
+    prefix = f"{sub}_{ses}" if ses else sub
+    return {name: folder / f"{prefix}_{_BIDS_NAMES[name]}" for name in OUTPUT_FILES}
+
+
+def _write_dataset_description(out_dir: Path) -> None:
+    """The BIDS-derivatives ``dataset_description.json`` (written once, never overwritten)."""
+    from . import __version__
+    from .report import write_json
+
+    path = out_dir / "dataset_description.json"
+    if not path.exists():
+        write_json({"Name": "bmeseg bone marrow edema segmentation", "BIDSVersion": "1.9.0",
+                    "DatasetType": "derivative",
+                    "GeneratedBy": [{"Name": "bmeseg", "Version": __version__}]}, path)
 
 
 @dataclass(frozen=True)
@@ -199,10 +261,10 @@ def detect(
     return marrow, edema, meas
 
 
-def _check_outputs(out_dir: Path, force: bool) -> None:
+def _check_outputs(out_dir: Path, paths: dict[str, Path], force: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: exists and is not a folder")
-    existing = [n for n in OUTPUT_FILES if (out_dir / n).exists()]
+    existing = [p.name for p in paths.values() if p.exists()]
     if existing and not force:
         raise OutputExistsError(
             f"{out_dir} already holds {', '.join(existing)}; use --force to overwrite"
@@ -215,19 +277,22 @@ def run_study(
     *,
     settings: PipelineSettings | None = None,
     force: bool = False,
+    layout: str = "flat",
 ) -> StudyResult:
     """Process one study and (if ``out_dir`` is given) write the outputs.
 
     Outputs are written into a temporary folder beside ``out_dir`` and moved in
     only when complete, ``report.json`` last; a failure leaves ``out_dir`` as it
-    was. Existing outputs are replaced only with ``force``.
+    was. Existing outputs are replaced only with ``force``. ``layout`` names the
+    files (see :func:`output_paths`).
     """
     from .report import build_report
 
     settings = settings or load_settings(None)
     out = Path(out_dir) if out_dir is not None else None
+    paths = output_paths(out, inp, layout) if out is not None else {}
     if out is not None:
-        _check_outputs(out, force)
+        _check_outputs(out, paths, force)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     t1_native, stir, notes = load_pair(inp, timings)
@@ -253,23 +318,26 @@ def run_study(
                          warnings=notes)
     if out is not None:
         with _timed(timings, "write"):
-            _write_outputs(result, out, force=force)
+            _write_outputs(result, paths, force=force)
+            if layout == "bids":
+                _write_dataset_description(out)
     timings["total"] = round(time.perf_counter() - t_start, 4)
     result.report = build_report(result)
     if out is not None:
         from .report import write_json
 
-        write_json(result.report, out / "report.json")
+        write_json(result.report, paths["report.json"])
     return result
 
 
-def _write_outputs(result: StudyResult, out: Path, *, force: bool) -> None:
-    """Write every file but report.json into a temp folder, then move them into ``out``."""
+def _write_outputs(result: StudyResult, paths: dict[str, Path], *, force: bool) -> None:
+    """Write every file but report.json into a temp folder, then move them to ``paths``."""
     import shutil
     import tempfile
 
     from .io.nifti import write_nifti
 
+    out = paths["report.json"].parent
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".bmeseg-", dir=out))
     try:
@@ -287,13 +355,15 @@ def _write_outputs(result: StudyResult, out: Path, *, force: bool) -> None:
         result.warnings.extend(write_tables_and_seg(result, tmp))
         from .qa.study import write_run_pictures
 
-        write_run_pictures(result, tmp, name=out.resolve().name)  # never fails the run; notes why not
-        if force and (out / "report.json").exists():
-            (out / "report.json").unlink()  # an old report must not vouch for new files
+        report_name = paths["report.json"].name
+        study_name = report_name.split("_desc-")[0] if report_name != "report.json" else out.resolve().name
+        write_run_pictures(result, tmp, name=study_name)  # never fails the run; notes why not
+        if force and paths["report.json"].exists():
+            paths["report.json"].unlink()  # an old report must not vouch for new files
         for name in OUTPUT_FILES:
             if (tmp / name).exists():
-                os.replace(tmp / name, out / name)
-            elif force and (out / name).exists():
-                (out / name).unlink()  # e.g. an old bme_seg.dcm when this run found no BME
+                os.replace(tmp / name, paths[name])
+            elif force and paths[name].exists():
+                paths[name].unlink()  # e.g. an old bme_seg.dcm when this run found no BME
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

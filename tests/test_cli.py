@@ -188,3 +188,30 @@ def test_force_removes_outputs_the_new_run_does_not_make(tmp_path: Path, nifti_p
     assert stale.read_bytes() == b"old"
     assert main(["run", "--t1", str(t1p), "--stir", str(stirp), "-o", str(out), "--force"]) == 0
     assert not stale.exists()  # NIfTI input writes no SEG: the old one must not pass for this run's
+
+
+def test_bids_layout(tmp_path: Path) -> None:
+    t1, stir, _ = tiny_pair(seed=4)
+    src = tmp_path / "bids" / "sub-07" / "ses-b" / "anat"
+    t1p = write_nifti(t1, src / "sub-07_ses-b_T1w.nii.gz")
+    stirp = write_nifti(stir, src / "sub-07_ses-b_STIR.nii.gz")
+    out = tmp_path / "derivatives" / "bmeseg"
+    assert main(["run", "--t1", str(t1p), "--stir", str(stirp), "-o", str(out), "--layout", "bids"]) == 0
+    anat = out / "sub-07" / "ses-b" / "anat"
+    rep = json.loads((anat / "sub-07_ses-b_desc-bmeseg_report.json").read_text())
+    assert rep["n_lesions"] >= 1
+    lab = np.asarray(nib.load(str(anat / "sub-07_ses-b_desc-bme_dseg.nii.gz")).dataobj)
+    assert int(lab.max()) == rep["n_lesions"]
+    assert (anat / "sub-07_ses-b_space-STIR_desc-registered_T1w.nii.gz").is_file()
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative" and desc["GeneratedBy"][0]["Name"] == "bmeseg"
+    assert not (out / "report.json").exists()
+    # a second run refuses to overwrite, as in the flat layout
+    assert main(["run", "--t1", str(t1p), "--stir", str(stirp), "-o", str(out), "--layout", "bids"]) == 2
+
+
+def test_bids_layout_needs_bids_names(tmp_path: Path, nifti_pair: tuple, capsys: pytest.CaptureFixture[str]) -> None:
+    t1p, stirp, _ = nifti_pair
+    assert main(["run", "--t1", str(t1p), "--stir", str(stirp), "-o", str(tmp_path / "o"), "--layout", "bids"]) == 2
+    assert "sub-<label>" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
