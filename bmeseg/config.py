@@ -60,8 +60,16 @@ class MarrowSettings:
     cortex_t1_level: float = 0.6
     # thin cortex: T1 darker than its 4 mm neighbourhood by this fraction of the muscle-to-fat range
     wall_tophat_level: float = 0.3
+    # cortex on the fluid-sensitive image: below this fraction of suppressed fat (median STIR of
+    # fat-like voxels) and of its 7-voxel in-plane neighbourhood's brightest level (a dark valley)
+    wall_stir_ratio: float = 0.7
+    # gaps in the cortex up to about twice this radius (mm) are sealed (partial volume, noise)
+    wall_closing_mm: float = 1.6
     # a fat piece is a marrow cavity when at least this fraction lies inside a cortical wall
     min_enclosed: float = 0.25
+    # ... and its slices are convex (solidity >= this), unless at least sure_enclosed of it is enclosed
+    min_solidity: float = 0.8
+    sure_enclosed: float = 0.6
     # an enclosed slice region joins a cavity when this fraction of it is that cavity's fat
     enclosed_share: float = 0.3
     # how far from the fatty marrow (mm) to look for the bone's own cortical ring
@@ -222,7 +230,11 @@ def _validate(s: PipelineSettings) -> None:
     check(m.closing_mm >= 0, "marrow.closing_mm", "must be >= 0")
     check(m.separation_mm >= 0, "marrow.separation_mm", "must be >= 0")
     check(0 < m.wall_tophat_level < 1, "marrow.wall_tophat_level", "must be in (0, 1)")
+    check(0 < m.wall_stir_ratio < 1, "marrow.wall_stir_ratio", "must be in (0, 1)")
+    check(m.wall_closing_mm >= 0, "marrow.wall_closing_mm", "must be >= 0")
     check(0 <= m.min_enclosed <= 1, "marrow.min_enclosed", "must be in [0, 1]")
+    check(0 <= m.min_solidity <= 1, "marrow.min_solidity", "must be in [0, 1]")
+    check(0 <= m.sure_enclosed <= 1, "marrow.sure_enclosed", "must be in [0, 1]")
     check(0 < m.enclosed_share <= 1, "marrow.enclosed_share", "must be in (0, 1]")
     check(0 < m.cortex_t1_level < 1, "marrow.cortex_t1_level", "must be in (0, 1)")
     check(m.cortex_search_mm > 0, "marrow.cortex_search_mm", "must be > 0")

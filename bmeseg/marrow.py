@@ -48,7 +48,7 @@ from .config import MarrowSettings
 from .errors import InputError
 from .volume import Volume
 
-__all__ = ["MarrowResult", "body_mask", "find_marrow", "tissue_levels"]
+__all__ = ["MarrowResult", "body_mask", "find_marrow", "t1_coverage", "tissue_levels"]
 
 
 @dataclass(frozen=True)
@@ -91,18 +91,19 @@ def body_mask(t1: NDArray[np.floating], stir: NDArray[np.floating], *, fraction:
 
 def tissue_levels(
     t1: NDArray[np.floating], stir: NDArray[np.floating], body: NDArray[np.bool_], spacing_mm: tuple[float, ...],
-    *, shell_mm: float,
+    *, shell_mm: float, cover: NDArray[np.bool_] | None = None,
 ) -> dict[str, float]:
     """Reference levels of the scan's own tissues (arbitrary scanner units).
 
     ``muscle_t1`` / ``muscle_stir``: medians over voxels well inside the body (``shell_mm``
     from the outline) whose T1 lies between the 10th and 30th percentile there (muscle is
     the commonest tissue darker than marrow and fat). ``fat_t1``: the body's 97th T1
-    percentile (subcutaneous fat).
+    percentile (subcutaneous fat). Only voxels in ``cover`` (seen by both series) count.
     """
-    inner = ndi.binary_erosion(body, structure=_disc(shell_mm, spacing_mm))
+    seen = body if cover is None else body & cover
+    inner = ndi.binary_erosion(body, structure=_disc(shell_mm, spacing_mm)) & seen
     if inner.sum() < 100:
-        inner = body
+        inner = seen
     p10, p30 = np.percentile(t1[inner], [10.0, 30.0])
     mus = inner & (t1 >= p10) & (t1 <= p30)
     if not mus.any():
@@ -110,7 +111,7 @@ def tissue_levels(
     return {
         "muscle_t1": float(np.median(t1[mus])),
         "muscle_stir": float(np.median(stir[mus])),
-        "fat_t1": float(np.percentile(t1[body], 97.0)),
+        "fat_t1": float(np.percentile(t1[seen], 97.0)),
     }
 
 
@@ -152,8 +153,12 @@ def find_marrow(
     body = body_mask(a, b)
     if not body.any():
         raise InputError("no body signal found in the images (all background?)")
-    t_lo, t_hi = (float(v) for v in np.percentile(a[body], [20.0, 97.0]))
-    s_lo, s_hi = (float(v) for v in np.percentile(b[body], [3.0, 97.0]))
+    cover = t1_coverage(a)
+    seen = body & cover
+    if seen.sum() < 100:
+        raise InputError("the T1 series does not overlap the body on the fluid-sensitive image")
+    t_lo, t_hi = (float(v) for v in np.percentile(a[seen], [20.0, 97.0]))
+    s_lo, s_hi = (float(v) for v in np.percentile(b[seen], [3.0, 97.0]))
     t_thr = t_lo + s.t1_fat_level * (t_hi - t_lo)
     s_thr = s_lo + s.stir_fat_level * (s_hi - s_lo)
     fat = body & (a > t_thr) & (b < s_thr)
@@ -169,21 +174,36 @@ def find_marrow(
             lab = np.where(inner, lab, 0).astype(np.int32)
         if s.search == "periarticular":
             sm_a, sm_b = _smooth_in_plane(a, b, spacing)
-            tl = tissue_levels(sm_a, sm_b, body, spacing, shell_mm=s.body_shell_mm)
+            tl = tissue_levels(sm_a, sm_b, body, spacing, shell_mm=s.body_shell_mm, cover=cover)
             levels.update(tl)
-            normal = (lab > 0) & _normal_mixed(sm_a, sm_b, tl, s)
+            normal = (lab > 0) & _normal_mixed(sm_a, sm_b, tl, s) & cover
         else:
             normal = fat & (lab > 0)
         return MarrowResult(lab, normal, levels)
     if s.search == "periarticular":
-        return _periarticular(a, b, body, spacing, vox_ml, s, levels)
+        return _periarticular(a, b, body, cover, spacing, vox_ml, s, levels)
     sa, sb = _smooth_in_plane(a, b, spacing)
-    levels.update(tissue_levels(sa, sb, body, spacing, shell_mm=s.body_shell_mm))
-    res = _cavities(a, b, body, fat, spacing, vox_ml, s, levels, t_lo, s_thr)
+    levels.update(tissue_levels(sa, sb, body, spacing, shell_mm=s.body_shell_mm, cover=cover))
+    res = _cavities(a, b, body, cover, fat, spacing, vox_ml, s, levels, t_lo, s_thr)
     # fluid inside the bone outline (sacral canal CSF, a cyst, effusion in a notch) is not marrow
     fluid = _fluid(sa, sb, levels, s, spacing)
-    bones = np.where(fluid, 0, res.bones).astype(np.int32)
+    bones = np.where(fluid | ~cover, 0, res.bones).astype(np.int32)
     return MarrowResult(bones, res.normal & (bones > 0), levels)
+
+
+def t1_coverage(t1: NDArray[np.floating]) -> NDArray[np.bool_]:
+    """Voxels of the fluid-sensitive grid that the (resampled) T1 series covers.
+
+    :func:`bmeseg.register.resample_to` writes exactly 0 where the T1 slab does not reach
+    (a T1 in another plane, or a shorter slab, covers only part of the STIR field of view).
+    Runs of exact zeros at least 3x3 voxels in-plane are "not seen"; isolated zeros of a
+    noisy magnitude image are kept. Uncovered voxels are never marrow and never count in the
+    scan's reference levels.
+    """
+    zero = np.asarray(t1) == 0
+    if not zero.any():
+        return np.ones(zero.shape, bool)
+    return ~np.asarray(ndi.binary_opening(zero, structure=np.ones((3, 3, 1), bool)))
 
 
 def _fluid(
@@ -212,14 +232,15 @@ def _normal_mixed(
 
 
 def _periarticular(
-    a: NDArray[np.float32], b: NDArray[np.float32], body: NDArray[np.bool_], spacing: tuple[float, ...],
+    a: NDArray[np.float32], b: NDArray[np.float32], body: NDArray[np.bool_], cover: NDArray[np.bool_],
+    spacing: tuple[float, ...],
     vox_ml: float, s: MarrowSettings, levels: dict[str, float],
 ) -> MarrowResult:
     """Subchondral band around the joint cortex (mixed marrow: sacroiliac joints, spine)."""
     sa, sb = _smooth_in_plane(a, b, spacing)
-    tl = tissue_levels(sa, sb, body, spacing, shell_mm=s.body_shell_mm)
+    tl = tissue_levels(sa, sb, body, spacing, shell_mm=s.body_shell_mm, cover=cover)
     levels.update(tl)
-    inner = ndi.binary_erosion(body, structure=_disc(s.body_shell_mm, spacing))
+    inner = ndi.binary_erosion(body, structure=_disc(s.body_shell_mm, spacing)) & cover
     cortex = inner & (sa < s.cortex_t1_level * tl["muscle_t1"]) & (sb < tl["muscle_stir"])
     sheets = largest_components(cortex, n=s.joint_sheets, min_voxels=max(1, round(s.joint_min_ml / vox_ml)), connectivity=3) > 0
     levels["cortex_t1_threshold"] = s.cortex_t1_level * tl["muscle_t1"]
@@ -229,10 +250,36 @@ def _periarticular(
     far[2] = 1e6
     dist = ndi.distance_transform_edt(~sheets, sampling=tuple(far))
     band = body & (dist <= s.band_mm) & ~sheets
-    band &= ~_fluid(sa, sb, levels, s, spacing)
+    band &= ~_fluid(sa, sb, levels, s, spacing) & cover
     bones = largest_components(band, n=s.max_bones, min_voxels=max(1, round(s.min_bone_ml / vox_ml)))
     normal = (bones > 0) & _normal_mixed(sa, sb, tl, s)
     return MarrowResult(bones, normal, levels)
+
+
+def _solidity(labels: NDArray[np.int32], n: int) -> NDArray[np.float64]:
+    """Area-weighted mean in-plane solidity (area / convex-hull area) of each label, per slice."""
+    from skimage.measure import regionprops
+
+    num = np.zeros(n + 1)
+    den = np.zeros(n + 1)
+    for k in range(labels.shape[2]):
+        for rp in regionprops(labels[:, :, k]):
+            num[rp.label] += rp.area * rp.solidity
+            den[rp.label] += rp.area
+    return num / np.maximum(den, 1)
+
+
+def _close_walls(cortex: NDArray[np.bool_], se: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """Binary closing that seals small gaps in the cortex, also at the edge of the field of view.
+
+    The array is edge-padded first: a wall that reaches the border continues straight out of
+    it, so a bone shaft leaving the image keeps its cortex up to the last row (a plain closing
+    erodes walls next to the border and would let the outside in along the edge).
+    """
+    pad = [(n // 2, n // 2) for n in se.shape]
+    big = np.pad(cortex, pad, mode="edge")
+    closed = ndi.binary_closing(big, structure=se)
+    return np.asarray(closed[tuple(slice(p, p + n) for (p, _), n in zip(pad, cortex.shape, strict=True))]) | cortex
 
 
 def _disc(radius_mm: float, spacing: tuple[float, ...]) -> NDArray[np.bool_]:
@@ -241,7 +288,8 @@ def _disc(radius_mm: float, spacing: tuple[float, ...]) -> NDArray[np.bool_]:
 
 
 def _cavities(
-    a: NDArray[np.float32], b: NDArray[np.float32], body: NDArray[np.bool_], fat: NDArray[np.bool_],
+    a: NDArray[np.float32], b: NDArray[np.float32], body: NDArray[np.bool_], cover: NDArray[np.bool_],
+    fat: NDArray[np.bool_],
     spacing: tuple[float, ...], vox_ml: float, s: MarrowSettings, levels: dict[str, float],
     t_lo: float, s_thr: float,
 ) -> MarrowResult:
@@ -269,23 +317,40 @@ def _cavities(
 
     t_hi = levels["t1_high"]
     tophat = ndi.grey_closing(a, size=(7, 7, 1)) - a
-    cortex = body & (b < s_thr) & ((a < s.cortex_t1_level * t_lo) | (tophat > s.wall_tophat_level * (t_hi - t_lo)))
-    wall = ndi.binary_closing(cortex, structure=np.ones((3, 3, 1), bool))
+    t1_line = cover & ((a < s.cortex_t1_level * t_lo) | (tophat > s.wall_tophat_level * (t_hi - t_lo)))
+    # the STIR shows the cortex too, as a line darker than the suppressed fat and marrow on both
+    # sides; it is the only evidence where the T1 slab does not reach, and where a T1 acquired in
+    # another plane blurs the cortex over its thick slices
+    # (darker than suppressed fat itself, and a valley narrower than 7 voxels: not a fat-muscle edge)
+    sb = ndi.gaussian_filter(b, (0.5 / spacing[0], 0.5 / spacing[1], 0.0))
+    fat_stir = float(np.median(b[fat])) if fat.any() else s_thr
+    levels["fat_stir"] = fat_stir
+    stir_line = (sb < s.wall_stir_ratio * fat_stir) & (sb < s.wall_stir_ratio * ndi.grey_closing(sb, size=(7, 7, 1)))
+    cortex = body & (b < s_thr) & (t1_line | stir_line)
+    wall = _close_walls(cortex, ball(s.wall_closing_mm, spacing))
     outside = ndi.binary_propagation(((~body) | shell) & ~wall, structure=in_plane, mask=~wall)
-    enclosed = body & ~outside & ~wall
+    enclosed = body & ~outside & ~wall & cover
     levels["cortex_t1_threshold"] = s.cortex_t1_level * t_lo
 
     cut = ball(s.separation_mm, spacing) if s.separation_mm > 0 else ndi.generate_binary_structure(3, 1)
     fat_open = ndi.binary_opening(fat, structure=cut)
     lab2, _ = ndi.label(fat_open, structure=in_plane)
-    touching = np.unique(lab2[shell & (lab2 > 0)])
+    # fat reaching the skin's shell in its slice, or the edge of the T1 slab (beyond which the skin
+    # cannot be seen), is subcutaneous; only its enclosed part can be marrow bridged to it by
+    # partial volume through a thin cortex
+    edge = shell | (ndi.binary_dilation(body & ~cover, structure=in_plane) & cover)
+    touching = np.unique(lab2[edge & (lab2 > 0)])
     fat_open &= ~np.isin(lab2, touching[touching > 0])
     min_vox = max(1, round(s.min_bone_ml / vox_ml))
     pieces, n = ndi.label(fat_open, structure=ndi.generate_binary_structure(3, 1))
     if n:
         size = np.bincount(pieces.ravel(), minlength=n + 1)
         inside = np.bincount(pieces[enclosed], minlength=n + 1)
-        ok = (size >= min_vox) & (inside >= s.min_enclosed * np.maximum(size, 1))
+        enc_frac = inside / np.maximum(size, 1)
+        # marrow cross-sections are convex (a bone's outline); fat pads and the fat between
+        # bones and tendons fill the concave spaces between convex bones
+        ok = (size >= min_vox) & (enc_frac >= s.min_enclosed) & (
+            (_solidity(pieces, n) >= s.min_solidity) | (enc_frac >= s.sure_enclosed))
         ok[0] = False
         cav = ok[pieces]
     else:
