@@ -70,6 +70,8 @@ class MarrowSettings:
     # ... and its slices are convex (solidity >= this), unless at least sure_enclosed of it is enclosed
     min_solidity: float = 0.8
     sure_enclosed: float = 0.6
+    # ... in which case a lower solidity is enough (a coronal femur with its notch is U-shaped)
+    min_solidity_enclosed: float = 0.66
     # an enclosed slice region joins a cavity when this fraction of it is that cavity's fat
     enclosed_share: float = 0.3
     # how far from the fatty marrow (mm) to look for the bone's own cortical ring
@@ -235,6 +237,7 @@ def _validate(s: PipelineSettings) -> None:
     check(0 <= m.min_enclosed <= 1, "marrow.min_enclosed", "must be in [0, 1]")
     check(0 <= m.min_solidity <= 1, "marrow.min_solidity", "must be in [0, 1]")
     check(0 <= m.sure_enclosed <= 1, "marrow.sure_enclosed", "must be in [0, 1]")
+    check(0 <= m.min_solidity_enclosed <= 1, "marrow.min_solidity_enclosed", "must be in [0, 1]")
     check(0 < m.enclosed_share <= 1, "marrow.enclosed_share", "must be in (0, 1]")
     check(0 < m.cortex_t1_level < 1, "marrow.cortex_t1_level", "must be in (0, 1)")
     check(m.cortex_search_mm > 0, "marrow.cortex_search_mm", "must be > 0")

@@ -349,8 +349,9 @@ def _cavities(
         enc_frac = inside / np.maximum(size, 1)
         # marrow cross-sections are convex (a bone's outline); fat pads and the fat between
         # bones and tendons fill the concave spaces between convex bones
+        sol = _solidity(pieces, n)
         ok = (size >= min_vox) & (enc_frac >= s.min_enclosed) & (
-            (_solidity(pieces, n) >= s.min_solidity) | (enc_frac >= s.sure_enclosed))
+            (sol >= s.min_solidity) | ((enc_frac >= s.sure_enclosed) & (sol >= s.min_solidity_enclosed)))
         ok[0] = False
         cav = ok[pieces]
     else:
