@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
-__all__ = ["ball", "bbox_slices", "fill_holes_per_slice", "largest_components", "sigma_vox"]
+__all__ = ["ball", "bbox_slices", "fill_holes_per_slice", "in_plane_structure", "largest_components", "sigma_vox"]
 
 
 def ball(radius_mm: float, spacing_mm: Sequence[float]) -> NDArray[np.bool_]:
@@ -26,14 +26,19 @@ def sigma_vox(sigma_mm: float, spacing_mm: Sequence[float]) -> tuple[float, ...]
     return tuple(float(sigma_mm) / float(s) for s in spacing_mm)
 
 
-def fill_holes_per_slice(mask: NDArray[np.bool_], axis: int = 2) -> NDArray[np.bool_]:
-    """2-D hole filling in every slice along ``axis`` (vectorised through a 3-D structure
-    that does not connect slices)."""
+def in_plane_structure(axis: int = 2) -> NDArray[np.bool_]:
+    """3-D structuring element with 4-connectivity inside each slice along ``axis`` and none
+    across slices: labelling or filling with it works slice by slice in one vectorised call."""
     structure = np.zeros((3, 3, 3), dtype=bool)
     idx: list[slice | int] = [slice(None)] * 3
     idx[axis] = 1
     structure[tuple(idx)] = ndi.generate_binary_structure(2, 1)
-    return np.asarray(ndi.binary_fill_holes(mask, structure=structure))
+    return structure
+
+
+def fill_holes_per_slice(mask: NDArray[np.bool_], axis: int = 2) -> NDArray[np.bool_]:
+    """2-D hole filling in every slice along ``axis``."""
+    return np.asarray(ndi.binary_fill_holes(mask, structure=in_plane_structure(axis)))
 
 
 def largest_components(

@@ -43,7 +43,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
-from ._morph import ball, bbox_slices, fill_holes_per_slice, largest_components
+from ._morph import ball, bbox_slices, fill_holes_per_slice, in_plane_structure, largest_components
 from .config import MarrowSettings
 from .errors import InputError
 from .volume import Volume
@@ -311,8 +311,7 @@ def _cavities(
       back lesions that replaced the fat up to the subchondral plate, then is closed and
       hole-filled bone by bone. Pieces split by a thin dark line (physeal scar) are merged.
     """
-    in_plane = np.zeros((3, 3, 3), bool)
-    in_plane[:, :, 1] = ndi.generate_binary_structure(2, 1)
+    in_plane = in_plane_structure()
     shell = body & ~ndi.binary_erosion(body, structure=ball(s.body_shell_mm, spacing), border_value=1)
 
     t_hi = levels["t1_high"]
