@@ -72,6 +72,17 @@ class MarrowSettings:
     sure_enclosed: float = 0.6
     # ... in which case a lower solidity is enough (a coronal femur with its notch is U-shaped)
     min_solidity_enclosed: float = 0.66
+    # gap-tolerant enclosure: the mean fraction of 8 in-plane rays (up to ray_mm) from a fat piece's
+    # voxels that meet a cortical wall before the outside; a piece at least ray_enclosed enclosed
+    # this way with solidity >= ray_solidity is a cavity even when a gap lets the flood fill in
+    ray_enclosed: float = 0.94
+    ray_solidity: float = 0.85
+    ray_mm: float = 60.0
+    # a cavity may also claim its in-plane convex hull (lesions biting in from the plate), still
+    # only what it reaches without crossing its cortex
+    hull_claims: bool = False
+    # ... up to this far (mm, in-plane) from the cavity's fat
+    hull_mm: float = 4.0
     # an enclosed slice region joins a cavity when this fraction of it is that cavity's fat
     enclosed_share: float = 0.3
     # how far from the fatty marrow (mm) to look for the bone's own cortical ring
@@ -109,6 +120,10 @@ class EdemaSettings:
     # fluid-level signal on STIR relative to normal marrow: above this is "intense" (SPARCC)
     intense_ratio: float = 3.0
     bias_correction: bool = True
+    # partial volume: a lesion keeps the voxels whose STIR excess over normal marrow is at least
+    # this fraction of the lesion's own core excess (90th percentile): its half-maximum outline
+    # rather than the faint fringe the detection threshold reaches. 0 = off
+    pv_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -238,6 +253,10 @@ def _validate(s: PipelineSettings) -> None:
     check(0 <= m.min_solidity <= 1, "marrow.min_solidity", "must be in [0, 1]")
     check(0 <= m.sure_enclosed <= 1, "marrow.sure_enclosed", "must be in [0, 1]")
     check(0 <= m.min_solidity_enclosed <= 1, "marrow.min_solidity_enclosed", "must be in [0, 1]")
+    check(0 <= m.ray_enclosed <= 1, "marrow.ray_enclosed", "must be in [0, 1]")
+    check(0 <= m.ray_solidity <= 1, "marrow.ray_solidity", "must be in [0, 1]")
+    check(m.ray_mm > 0, "marrow.ray_mm", "must be > 0")
+    check(m.hull_mm >= 0, "marrow.hull_mm", "must be >= 0")
     check(0 < m.enclosed_share <= 1, "marrow.enclosed_share", "must be in (0, 1]")
     check(0 < m.cortex_t1_level < 1, "marrow.cortex_t1_level", "must be in (0, 1)")
     check(m.cortex_search_mm > 0, "marrow.cortex_search_mm", "must be > 0")
@@ -255,6 +274,7 @@ def _validate(s: PipelineSettings) -> None:
     check(0 < e.t1_max_ratio <= 2, "edema.t1_max_ratio", "must be in (0, 2]")
     check(e.reference_sigma_mm > 0, "edema.reference_sigma_mm", "must be > 0")
     check(0 < e.t1_muscle_level <= 1, "edema.t1_muscle_level", "must be in (0, 1]")
+    check(0 <= e.pv_fraction < 1, "edema.pv_fraction", "must be in [0, 1)")
     check(s.lesions.min_lesion_ml >= 0, "lesions.min_lesion_ml", "must be >= 0")
     check(s.lesions.min_slices >= 1, "lesions.min_slices", "must be >= 1")
     check(s.lesions.connectivity in (6, 18, 26), "lesions.connectivity", "must be one of {6, 18, 26}")

@@ -48,7 +48,7 @@ from .config import MarrowSettings
 from .errors import InputError
 from .volume import Volume
 
-__all__ = ["MarrowResult", "body_mask", "find_marrow", "t1_coverage", "tissue_levels"]
+__all__ = ["MarrowResult", "body_mask", "find_marrow", "ray_enclosure", "t1_coverage", "tissue_levels"]
 
 
 @dataclass(frozen=True)
@@ -269,6 +269,72 @@ def _solidity(labels: NDArray[np.int32], n: int) -> NDArray[np.float64]:
     return num / np.maximum(den, 1)
 
 
+def _hull_per_slice(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """In-plane convex hull of ``mask`` in every slice (a bone's cross-section is convex, so a lesion
+    that bites into the fatty marrow from the subchondral plate lies inside its slice's hull)."""
+    from skimage.morphology import convex_hull_image
+
+    out = np.zeros_like(mask)
+    for k in np.flatnonzero(mask.any(axis=(0, 1))):
+        out[:, :, k] = convex_hull_image(mask[:, :, k])
+    return out
+
+
+def _next_event(ev: NDArray[np.int8]) -> tuple[NDArray[np.int8], NDArray[np.int32]]:
+    """Type and distance (steps) of the first event strictly after each index along axis 0 (type 0: none)."""
+    n = ev.shape[0]
+    pos = np.arange(n, dtype=np.int32).reshape((n,) + (1,) * (ev.ndim - 1))
+    idx = np.where(ev > 0, pos, np.int32(n))
+    nxt = np.minimum.accumulate(idx[::-1], axis=0)[::-1]
+    nxt = np.concatenate([nxt[1:], np.full((1, *ev.shape[1:]), n, np.int32)], axis=0)
+    typ = np.take_along_axis(np.concatenate([ev, np.zeros((1, *ev.shape[1:]), np.int8)], axis=0), nxt, axis=0)
+    return typ, nxt - pos
+
+
+def ray_enclosure(
+    wall: NDArray[np.bool_], outside: NDArray[np.bool_], spacing: tuple[float, ...], *, max_mm: float,
+) -> NDArray[np.float32]:
+    """Per voxel, the fraction of 8 in-plane rays (axes and diagonals) whose first event is a wall
+    within ``max_mm``, among the rays that meet a wall or the outside at all.
+
+    Unlike a flood fill from the outside, one gap in a cortex only opens the few rays through it.
+    Rays that leave the field of view meeting nothing do not count either way; a voxel no ray
+    decides scores 0.
+    """
+    ev = np.zeros(wall.shape, np.int8)
+    ev[outside] = 2
+    ev[wall] = 1
+    n_i, n_j = (int(x) for x in np.shape(wall)[:2])
+    hits = np.zeros(wall.shape, np.int8)
+    decided = np.zeros(wall.shape, np.int8)
+
+    def count(typ: NDArray[np.int8], dist: NDArray[np.int32], step_mm: float) -> None:
+        hits[...] += (typ == 1) & (dist * step_mm <= max_mm)
+        decided[...] += typ > 0
+
+    for axis, step in ((0, spacing[0]), (1, spacing[1])):
+        e = np.moveaxis(ev, axis, 0)
+        for flip in (False, True):
+            t, d = _next_event(e[::-1] if flip else e)
+            if flip:
+                t, d = t[::-1], d[::-1]
+            count(np.moveaxis(t, 0, axis), np.moveaxis(d, 0, axis), step)
+    # diagonals: shear so that each diagonal becomes a column (cells outside the image are empty)
+    ii = np.broadcast_to(np.arange(n_i)[:, None], (n_i, n_j))
+    jj = np.broadcast_to(np.arange(n_j)[None, :], (n_i, n_j))
+    step = float(np.hypot(spacing[0], spacing[1]))
+    for sign in (1, -1):
+        col = jj - sign * ii + (n_i if sign == 1 else 0)
+        sheared = np.zeros((n_i, n_i + n_j + 1, *ev.shape[2:]), np.int8)
+        sheared[ii, col] = ev
+        for flip in (False, True):
+            t, d = _next_event(sheared[::-1] if flip else sheared)
+            if flip:
+                t, d = t[::-1], d[::-1]
+            count(t[ii, col], d[ii, col], step)
+    return np.asarray(hits / np.maximum(decided, 1), dtype=np.float32)
+
+
 def _close_walls(cortex: NDArray[np.bool_], se: NDArray[np.bool_]) -> NDArray[np.bool_]:
     """Binary closing that seals small gaps in the cortex, also at the edge of the field of view.
 
@@ -332,7 +398,7 @@ def _cavities(
     levels["cortex_t1_threshold"] = s.cortex_t1_level * t_lo
 
     cut = ball(s.separation_mm, spacing) if s.separation_mm > 0 else ndi.generate_binary_structure(3, 1)
-    fat_open = ndi.binary_opening(fat, structure=cut)
+    fat_open = ndi.binary_opening(fat & ~wall, structure=cut)
     lab2, _ = ndi.label(fat_open, structure=in_plane)
     # fat reaching the skin's shell in its slice, or the edge of the T1 slab (beyond which the skin
     # cannot be seen), is subcutaneous; only its enclosed part can be marrow bridged to it by
@@ -342,6 +408,7 @@ def _cavities(
     fat_open &= ~np.isin(lab2, touching[touching > 0])
     min_vox = max(1, round(s.min_bone_ml / vox_ml))
     pieces, n = ndi.label(fat_open, structure=ndi.generate_binary_structure(3, 1))
+    rays = ray_enclosure(wall, ((~body) | shell) & ~wall, spacing, max_mm=s.ray_mm)
     if n:
         size = np.bincount(pieces.ravel(), minlength=n + 1)
         inside = np.bincount(pieces[enclosed], minlength=n + 1)
@@ -349,8 +416,11 @@ def _cavities(
         # marrow cross-sections are convex (a bone's outline); fat pads and the fat between
         # bones and tendons fill the concave spaces between convex bones
         sol = _solidity(pieces, n)
-        ok = (size >= min_vox) & (enc_frac >= s.min_enclosed) & (
-            (sol >= s.min_solidity) | ((enc_frac >= s.sure_enclosed) & (sol >= s.min_solidity_enclosed)))
+        ray_frac = np.bincount(pieces.ravel(), weights=rays.ravel(), minlength=n + 1) / np.maximum(size, 1)
+        ok = (size >= min_vox) & (
+            ((enc_frac >= s.min_enclosed) & (
+                (sol >= s.min_solidity) | ((enc_frac >= s.sure_enclosed) & (sol >= s.min_solidity_enclosed))))
+            | ((ray_frac >= s.ray_enclosed) & (sol >= s.ray_solidity)))
         ok[0] = False
         cav = ok[pieces]
     else:
@@ -376,11 +446,18 @@ def _cavities(
         sub = np.pad(comp[box], [(p, p) for p in pad])
         unpad = tuple(slice(p, -p) for p in pad)
         closed = ndi.binary_closing(sub, structure=se)[unpad] | comp[box]
+        if s.hull_claims:
+            # ... of the hull, only what the cortex surrounds (not the muscle beside a bone's flare)
+            near = ndi.distance_transform_edt(~comp[box], sampling=(spacing[0], spacing[1], 1e6)) <= s.hull_mm
+            closed |= _hull_per_slice(comp[box]) & (rays[box] >= s.ray_enclosed) & near
         closed = fill_holes_per_slice(closed)
         closed = np.asarray(ndi.binary_fill_holes(closed))
-        # never claim voxels outside the body, on a wall, or already given to another bone
+        # never claim voxels outside the body, on a wall, or already given to another bone, and
+        # only what the cavity reaches in-plane without crossing its cortex: a closing or filling
+        # that bridges the joint space must not bring cartilage, fluid or fat pads in with it
         region = bones[box]
-        claim = closed & body[box] & (region == 0) & (~wall[box] | comp[box])
+        free = closed & body[box] & (region == 0) & (~wall[box] | comp[box])
+        claim = ndi.binary_propagation(comp[box] & free, structure=in_plane, mask=free)
         region[claim] = label
     normal = fat & (bones > 0)
     return MarrowResult(bones, normal, levels)
