@@ -1,9 +1,9 @@
 """Validate bmeseg against synthetic phantoms with known truth (run on demand, not a test).
 
-Builds a cohort of knee studies with :mod:`bmeseg.synth` (cached: a study is generated once per
-cache folder), runs the real pipeline on each DICOM folder (``run_study`` with the ``knee`` preset,
-the code path of ``bmeseg run DICOM_DIR --pipeline knee``) and compares the BME mask with the truth
-``bme_labels`` on the fluid-sensitive grid.
+Builds a cohort of knee and sacroiliac-joint (SIJ) studies with :mod:`bmeseg.synth` (cached: a
+study is generated once per cache folder), runs the real pipeline on each DICOM folder (``run_study``
+with the anatomy's preset, ``knee`` or ``sij``: the code path of ``bmeseg run DICOM_DIR --pipeline
+knee|sij``) and compares the BME mask with the truth ``bme_labels`` on the fluid-sensitive grid.
 
 Cohort: every half holds the same *kinds* of study (protocol axes below), but its own seeds, so
 SNR, bias, motion, lesion sizes, bones and sites differ. **Tune on the "tune" half, report the
@@ -16,14 +16,35 @@ SNR, bias, motion, lesion sizes, bones and sites differ. **Tune on the "tune" ha
 * 3 negative controls (no lesion): large effusion; red-marrow islands; subchondral + Baker cyst
   with vessels.
 
+SIJ (pelvis phantom of :mod:`bmeseg.synth.sij`, ``sij`` preset; FOV 280 mm, T1 288x288, fluid-sensitive
+256x256, 4 mm slices + 0.4 mm gap, semicoronal = coronal tilted 25 deg about L along the sacrum, 16
+slices; semiaxial = axial tilted the same way, perpendicular to the sacrum, 20 slices). Per half:
+
+* 5 lesion studies spanning 1.5 / 3 T, Siemens / GE / Philips, semicoronal and semiaxial
+  fluid-sensitive planes (one semiaxial with a semicoronal T1), STIR and T2 fat-sat, SNR 12-30,
+  bias 0.05-0.3, motion up to 3 deg / 3 mm, 1-3 subchondral lesions of 0.2-15 mL (log-uniform) in
+  distinct SPARCC quadrants, the first two on the sacral and the iliac side of the joint;
+* 2 negative controls (no lesion): red-marrow islands in sacrum and ilia; a wide joint fluid line
+  (1.6 mm) on T2 fat-sat. Every SIJ study also holds the pelvic BME mimics: sacral nerve roots in the
+  foramina, CSF in the thecal sac, bowel content and gas, iliac veins bright on the fluid image.
+
+Study ids are ``<half>-<NN>-<kind>`` with seed = half base + NN; knee kinds are NN 00-10 (as before the
+SIJ part was added), SIJ kinds NN 11-17.
+
 Per study: Dice vs truth, volume error %, lesions >= 0.3 mL (on the fluid grid) detected (a
 predicted voxel inside the truth lesion), false-positive mL (predicted voxels outside truth);
 negative controls: total mL flagged. Targets (issue 3): median Dice >= 0.85, volume error
-<= 15 %, every lesion >= 0.3 mL detected, negative controls <= 0.2 mL.
+<= 15 %, every lesion >= 0.3 mL detected, negative controls <= 0.2 mL. Summaries per anatomy and for
+the whole half.
+
+``--diagnose`` adds, per study: false-positive mL by truth tissue (``truth/tissue_labels``,
+:class:`bmeseg.synth.tissues.Tissue`), missed lesion mL inside / outside the predicted marrow mask,
+and how much of the truth marrow the marrow mask recovers (recall, precision, non-marrow tissue in it).
 
 Usage::
 
-    python benchmarks/validate_phantoms.py [--cache DIR] [--half tune|report|both] [--json FILE]
+    python benchmarks/validate_phantoms.py [--cache DIR] [--half tune|report|both] [--anatomy knee|sij|all]
+        [--only ID_PART ...] [--diagnose] [--json FILE]
 """
 
 from __future__ import annotations
@@ -60,9 +81,10 @@ class Kind:
     negative: str = ""  # "", "effusion", "red_marrow", "cyst"
     lesion_ml: tuple[float, float] = (0.2, 15.0)
     n_lesions: tuple[int, int] = (1, 3)
+    anatomy: str = "knee"  # "knee" or "sij" (SIJ planes: "semicoronal", "semiaxial"); also the preset
 
 
-KINDS = (
+KNEE_KINDS = (
     Kind("15T-siemens-sag", 1.5, "siemens", "sagittal", "sagittal"),
     Kind("3T-ge-sag-t1cor", 3.0, "ge", "sagittal", "coronal"),
     Kind("15T-philips-cor", 1.5, "philips", "coronal", "coronal"),
@@ -76,11 +98,30 @@ KINDS = (
     Kind("neg-cyst", 1.5, "philips", "coronal", "coronal", negative="cyst"),
 )
 
+SIJ_KINDS = (
+    Kind("sij-15T-siemens-scor", 1.5, "siemens", "semicoronal", "semicoronal", anatomy="sij"),
+    Kind("sij-3T-ge-scor-t2fs", 3.0, "ge", "semicoronal", "semicoronal", "t2fs", anatomy="sij"),
+    Kind("sij-3T-philips-sax-t1scor", 3.0, "philips", "semiaxial", "semicoronal", anatomy="sij"),
+    Kind("sij-15T-ge-scor-small", 1.5, "ge", "semicoronal", "semicoronal", lesion_ml=(0.2, 1.0), n_lesions=(2, 3),
+         anatomy="sij"),
+    Kind("sij-3T-siemens-sax-large", 3.0, "siemens", "semiaxial", "semiaxial", lesion_ml=(5.0, 15.0),
+         n_lesions=(1, 2), anatomy="sij"),
+    Kind("sij-neg-red-marrow", 3.0, "siemens", "semicoronal", "semicoronal", negative="red_marrow", anatomy="sij"),
+    Kind("sij-neg-joint-fluid", 1.5, "philips", "semicoronal", "semicoronal", "t2fs", negative="effusion",
+         anatomy="sij"),
+)
+
+#: the whole cohort, in id order (knee first: its ids and seeds predate the SIJ part)
+KINDS = KNEE_KINDS + SIJ_KINDS
+ANATOMIES = ("knee", "sij")
+
 
 def study_spec(kind: Kind, seed: int) -> Any:
     """The :class:`~bmeseg.synth.StudySpec` of one cohort member (fixed by ``kind`` and ``seed``)."""
     from bmeseg.synth import LesionSpec, StudySpec
 
+    if kind.anatomy == "sij":
+        return _sij_spec(kind, seed)
     rng = np.random.default_rng([seed, 7])
     lesions: list[Any] = []
     if not kind.negative:
@@ -109,9 +150,52 @@ def study_spec(kind: Kind, seed: int) -> Any:
     )
 
 
-def cohort(half: str) -> list[tuple[str, Kind, int]]:
+#: SIJ plane name -> (StudySpec plane, slices): both tilted about L by the sacral tilt
+_SIJ_PLANES = {"semicoronal": ("coronal", 16), "semiaxial": ("axial", 20)}
+
+
+def _sij_spec(kind: Kind, seed: int) -> Any:
+    """SIJ cohort member: subchondral lesions in distinct SPARCC quadrants, sacral and iliac sides."""
+    from bmeseg.synth import LesionSpec, StudySpec
+    from bmeseg.synth.sij import SIJ_LOCATIONS, SIJ_TILT_DEG
+
+    rng = np.random.default_rng([seed, 7])
+    lesions: list[Any] = []
+    if not kind.negative:
+        n = int(rng.integers(kind.n_lesions[0], kind.n_lesions[1] + 1))
+        quads = [str(q) for q in rng.permutation(np.array(SIJ_LOCATIONS))]
+        sacral = next(q for q in quads if "_SACRAL_" in q)
+        iliac = next(q for q in quads if "_ILIAC_" in q)
+        first = [sacral, iliac] if quads.index(sacral) < quads.index(iliac) else [iliac, sacral]
+        order = first + [q for q in quads if q not in first]
+        lo, hi = np.log(kind.lesion_ml[0]), np.log(kind.lesion_ml[1])
+        for loc in order[:n]:
+            vol = float(np.exp(rng.uniform(lo, hi)))
+            lesions.append(LesionSpec("auto", round(vol, 2), loc))
+    rot = tuple(float(v) for v in rng.uniform(-3.0, 3.0, 3))
+    trans = tuple(float(v) for v in rng.uniform(-3.0, 3.0, 3))
+    tilt = (SIJ_TILT_DEG, 0.0, 0.0)
+    t1_plane, t1_n = _SIJ_PLANES[kind.t1_plane]
+    fl_plane, fl_n = _SIJ_PLANES[kind.fluid_plane]
+    return StudySpec(
+        anatomy="sij", field_strength_t=kind.field_t, vendor=kind.vendor, fluid_type=kind.fluid_type,
+        t1_plane=t1_plane, fluid_plane=fl_plane, t1_oblique_deg=tilt, fluid_oblique_deg=tilt,
+        t1_matrix=(288, 288), fluid_matrix=(256, 256), t1_slices=t1_n, fluid_slices=fl_n,
+        fov_mm=280.0, slice_thickness_mm=4.0, slice_gap_mm=0.4, phantom_res_mm=0.8, supersample_mm=1.0,
+        snr=float(rng.uniform(12.0, 30.0)), bias_strength=float(rng.uniform(0.05, 0.3)),
+        motion_rot_deg=rot, motion_trans_mm=trans,  # type: ignore[arg-type]
+        lesions=tuple(lesions),
+        # joint fluid line 0.4 + 1.2 x effusion mm
+        effusion=1.0 if kind.negative == "effusion" else float(rng.uniform(0.1, 0.5)),
+        red_marrow=kind.negative == "red_marrow", vessel=True,
+    )
+
+
+def cohort(half: str, anatomy: str = "all") -> list[tuple[str, Kind, int]]:
+    """``(study id, kind, seed)`` of one half; ``anatomy`` ``'knee'``/``'sij'`` keeps that part only."""
     base = TUNE_SEEDS_BASE if half == "tune" else REPORT_SEEDS_BASE
-    return [(f"{half}-{i:02d}-{k.name}", k, base + i) for i, k in enumerate(KINDS)]
+    return [(f"{half}-{i:02d}-{k.name}", k, base + i) for i, k in enumerate(KINDS)
+            if anatomy in ("all", k.anatomy)]
 
 
 def _ensure_study(cache: Path, sid: str, kind: Kind, seed: int) -> Path:
@@ -150,21 +234,55 @@ def evaluate(pred: np.ndarray, truth_labels: np.ndarray, voxel_ml: float) -> dic
     return out
 
 
-def run_one(root: Path) -> dict[str, Any]:
+def diagnose(pred: np.ndarray, truth_labels: np.ndarray, tissue: np.ndarray, marrow: np.ndarray,
+             voxel_ml: float) -> dict[str, Any]:
+    """Where the errors are, by truth tissue, and how well the marrow mask matches truth marrow.
+
+    ``tissue`` is the truth :class:`~bmeseg.synth.tissues.Tissue` map, ``marrow`` the predicted marrow
+    mask (``res.marrow.bones > 0``), all on the fluid-sensitive grid. Truth marrow includes the lesions.
+    """
+    from bmeseg.synth.tissues import Tissue
+
+    truth = truth_labels > 0
+
+    def by_tissue(m: np.ndarray) -> dict[str, float]:
+        counts = np.bincount(tissue[m].ravel(), minlength=len(Tissue))
+        return {Tissue(i).name.lower(): round(float(c * voxel_ml), 3)
+                for i, c in sorted(enumerate(counts), key=lambda x: -x[1]) if c > 0}
+
+    fn = truth & ~pred
+    t_marrow = tissue == Tissue.MARROW
+    return {
+        "fp_ml_by_tissue": by_tissue(pred & ~truth),
+        "fn_ml_in_marrow_mask": float((fn & marrow).sum() * voxel_ml),
+        "fn_ml_outside_marrow_mask": float((fn & ~marrow).sum() * voxel_ml),
+        "marrow_mask_ml": float(marrow.sum() * voxel_ml),
+        "truth_marrow_ml": float(t_marrow.sum() * voxel_ml),
+        "marrow_recall": float((marrow & t_marrow).sum() / max(int(t_marrow.sum()), 1)),
+        "marrow_precision": float((marrow & t_marrow).sum() / max(int(marrow.sum()), 1)),
+        "marrow_mask_non_marrow_ml": by_tissue(marrow & ~t_marrow),
+    }
+
+
+def run_one(root: Path, preset: str = "knee", *, diagnostic: bool = False) -> dict[str, Any]:
     from bmeseg.config import load_settings
     from bmeseg.io.nifti import read_nifti
     from bmeseg.pipeline import StudyInput, run_study
 
     truth = read_nifti(root / "truth" / "bme_labels.nii.gz", dtype=np.int32)
     t0 = time.perf_counter()
-    res = run_study(StudyInput(dicom_dir=root / "dicom"), None, settings=load_settings("knee"))
+    res = run_study(StudyInput(dicom_dir=root / "dicom"), None, settings=load_settings(preset))
     dt = time.perf_counter() - t0
     if not res.stir.geometry.same_grid(truth.geometry, tol_mm=1e-2):
         raise RuntimeError(f"{root}: truth is not on the fluid-sensitive grid the pipeline used")
     pred = res.measurements.lesion_labels > 0
-    row = evaluate(pred, truth.array, res.stir.geometry.voxel_volume_ml)
+    vox = res.stir.geometry.voxel_volume_ml
+    row = evaluate(pred, truth.array, vox)
     row["seconds"] = dt
     row["detect_s"] = sum(res.timings_s.get(k, 0.0) for k in ("marrow", "edema", "measure"))
+    if diagnostic:
+        tissue = read_nifti(root / "truth" / "tissue_labels.nii.gz", dtype=np.int32).array
+        row["diagnostic"] = diagnose(pred, truth.array, tissue, res.marrow.bones > 0, vox)
     return row
 
 
@@ -174,6 +292,20 @@ def _fmt(sid: str, row: dict[str, Any]) -> str:
         return (f"{sid:38s} Dice {row['dice']:.2f}  vol {row['pred_ml']:6.2f}/{row['truth_ml']:6.2f} mL "
                 f"({row['volume_error_pct']:+5.1f} %)  FP {row['fp_ml']:.2f} mL  lesions[{les}]  {row['seconds']:.1f} s")
     return f"{sid:38s} negative control: {row['pred_ml']:.2f} mL flagged  {row['seconds']:.1f} s"
+
+
+def _fmt_diagnostic(d: dict[str, Any], top: int = 5) -> list[str]:
+    def top_ml(x: dict[str, float]) -> str:
+        return ", ".join(f"{k} {v:.2f}" for k, v in list(x.items())[:top]) or "-"
+
+    return [
+        f"    FP mL by truth tissue: {top_ml(d['fp_ml_by_tissue'])}",
+        f"    missed lesion mL: {d['fn_ml_in_marrow_mask']:.2f} inside the marrow mask, "
+        f"{d['fn_ml_outside_marrow_mask']:.2f} outside",
+        f"    marrow mask {d['marrow_mask_ml']:.0f} mL vs truth marrow {d['truth_marrow_ml']:.0f} mL: recall "
+        f"{d['marrow_recall']:.2f}, precision {d['marrow_precision']:.2f}; non-marrow in it (mL): "
+        f"{top_ml(d['marrow_mask_non_marrow_ml'])}",
+    ]
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -204,7 +336,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _summary_lines(label: str, s: dict[str, Any]) -> list[str]:
     if "median_dice" not in s:
-        return [f"{label}: no lesion studies"]
+        return [f"{label}: no lesion studies; negative controls flagged mL {s.get('negative_ml', [])}"]
     ok = {
         "dice": s["median_dice"] >= TARGETS["median_dice"],
         "vol": s["median_abs_volume_error_pct"] <= TARGETS["volume_error_pct"],
@@ -232,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cache", help="folder for generated studies (default: a temporary folder, removed after)")
     p.add_argument("--half", choices=("tune", "report", "both"), default="both")
+    p.add_argument("--anatomy", choices=("knee", "sij", "all"), default="all",
+                   help="run that part of the cohort only (each anatomy on its own preset)")
+    p.add_argument("--diagnose", action="store_true",
+                   help="per study: FP by truth tissue, misses inside/outside the marrow mask, marrow recall")
     p.add_argument("--only", nargs="*", help="only studies whose id contains one of these strings")
     p.add_argument("--json", help="write per-study rows and summaries to this JSON file")
     args = p.parse_args(argv)
@@ -244,25 +380,35 @@ def main(argv: list[str] | None = None) -> int:
     else:
         tmp = tempfile.TemporaryDirectory(prefix="bmeseg-phantoms-")
         cache = Path(tmp.name)
-    print(f"bmeseg knee preset on synthetic phantoms (studies cached in {cache}); "
-          f"tune seeds {TUNE_SEEDS_BASE}+, report seeds {REPORT_SEEDS_BASE}+")
+    print(f"bmeseg on synthetic phantoms, each anatomy on its own preset (knee, sij; studies cached in "
+          f"{cache}); tune seeds {TUNE_SEEDS_BASE}+, report seeds {REPORT_SEEDS_BASE}+")
     result: dict[str, Any] = {}
     try:
         for half in halves:
             rows = []
-            for sid, kind, seed in cohort(half):
+            for sid, kind, seed in cohort(half, args.anatomy):
                 if args.only and not any(s in sid for s in args.only):
                     continue
-                row = run_one(_ensure_study(cache, sid, kind, seed))
+                row = run_one(_ensure_study(cache, sid, kind, seed), kind.anatomy, diagnostic=args.diagnose)
                 row["study"] = sid
+                row["anatomy"] = kind.anatomy
                 rows.append(row)
                 print(_fmt(sid, row), flush=True)
-            result[half] = {"rows": rows, "summary": summarise(rows)}
+                if "diagnostic" in row:
+                    print("\n".join(_fmt_diagnostic(row["diagnostic"])), flush=True)
+            by_anatomy = {a: summarise([r for r in rows if r["anatomy"] == a])
+                          for a in ANATOMIES if any(r["anatomy"] == a for r in rows)}
+            result[half] = {"rows": rows, "summary": summarise(rows), "summary_by_anatomy": by_anatomy}
         print()
         for half in halves:
             label = "TUNE half" if half == "tune" else "REPORT half (not tuned on)"
-            for line in _summary_lines(label, result[half]["summary"]):
-                print(line)
+            by_anatomy = result[half]["summary_by_anatomy"]
+            for a, s in by_anatomy.items():
+                for line in _summary_lines(f"{label}, {a} ({a} preset)", s):
+                    print(line)
+            if len(by_anatomy) != 1:
+                for line in _summary_lines(f"{label}, all anatomies", result[half]["summary"]):
+                    print(line)
     finally:
         if tmp is not None:
             tmp.cleanup()

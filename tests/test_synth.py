@@ -301,6 +301,33 @@ def test_sij_red_marrow_islands() -> None:
         assert ph.fat_fraction[tuple(ijk)] < 0.3 and ph.edema[tuple(ijk)] == 0
 
 
+@pytest.mark.parametrize("vendor", ["siemens", "ge", "philips"])
+def test_t2fs_series_is_found_as_fat_saturated_t2(tmp_path: Path, vendor: str) -> None:
+    from bmeseg.discover import discover
+
+    spec = StudySpec.tiny(anatomy="sij", fluid_type="t2fs", vendor=vendor, field_strength_t=3.0, snr=400.0,
+                          bias_strength=0.0, lesions=(LesionSpec(location="RIGHT_SACRAL_UPPER", volume_ml=6.0),))
+    truth = make_study(tmp_path / "s", spec, seed=6)
+    assert set(truth.series) == {"t1", "t2fs"} and truth.fluid_role == "t2fs"
+    dss, img = _read_series(truth.series["t2fs"].directory)
+    assert float(dss[0].EchoTime) >= 70 and float(dss[0].RepetitionTime) >= 3500 and "InversionTime" not in dss[0]
+    (study,) = discover(tmp_path / "s" / "dicom")["studies"]
+    assert study["pair"]["fluid_classification"] == "t2fs" and study["pair"]["t1_classification"] == "t1"
+    # fat suppressed; the lesion brighter than normal marrow, fluid (CSF) brighter still
+    tlab = np.asarray(nib.load(str(truth.tissue_map)).dataobj)
+    bme = np.asarray(nib.load(str(truth.bme_mask)).dataobj) > 0
+    nm = (tlab == Tissue.MARROW) & ~ndi.binary_dilation(bme, iterations=2)
+
+    def med(m: np.ndarray) -> float:
+        assert m.sum() >= 20
+        return float(np.median(img[m]))
+
+    assert med(tlab == Tissue.FAT) < med(nm) < med(tlab == Tissue.MUSCLE) * 1.5
+    assert med(bme) > 1.8 * med(nm) and med(tlab == Tissue.CSF) > med(bme)
+    with pytest.raises(ValueError, match="'fluid_type' must be one of"):
+        StudySpec(fluid_type="t2")
+
+
 def test_fat_sat_edge_brightens_fat_at_the_edge(tmp_path: Path) -> None:
     base = StudySpec.tiny(snr=400.0, bias_strength=0.0, lesions=())
     out = {}

@@ -53,3 +53,66 @@ def test_tiny_knee_lesion_found(tmp_path: Path) -> None:
 def test_tiny_knee_without_lesion_is_clean(tmp_path: Path) -> None:
     r = _run(tmp_path / "neg", StudySpec.tiny(lesions=(), red_marrow=True, effusion=0.8), 4)
     assert r["pred_ml"] <= 0.2
+
+
+def test_cohort_keeps_the_knee_ids_and_adds_sij_kinds_to_both_halves() -> None:
+    for half, base in (("tune", vp.TUNE_SEEDS_BASE), ("report", vp.REPORT_SEEDS_BASE)):
+        knee = vp.cohort(half, "knee")
+        sij = vp.cohort(half, "sij")
+        assert vp.cohort(half) == knee + sij
+        # the knee part predates the SIJ part: ids and seeds must not move
+        assert [(sid, seed) for sid, _, seed in knee] == [
+            (f"{half}-{i:02d}-{k.name}", base + i) for i, k in enumerate(vp.KNEE_KINDS)]
+        assert [k for _, k, _ in sij] == list(vp.SIJ_KINDS)
+        assert all(k.anatomy == "sij" for _, k, _ in sij)
+    seeds = [seed for half in ("tune", "report") for _, _, seed in vp.cohort(half)]
+    assert len(set(seeds)) == len(seeds)
+    kinds = vp.SIJ_KINDS
+    assert {k.field_t for k in kinds} == {1.5, 3.0} and {k.vendor for k in kinds} == {"siemens", "ge", "philips"}
+    assert {k.fluid_plane for k in kinds} == {"semicoronal", "semiaxial"} and {k.fluid_type for k in kinds} == {
+        "stir", "t2fs"}
+    assert sum(bool(k.negative) for k in kinds) >= 2
+
+
+def test_sij_specs_put_lesions_on_both_sides_of_the_joint() -> None:
+    from bmeseg.synth.sij import SIJ_LOCATIONS
+
+    vols = []
+    for half in ("tune", "report"):
+        for _, kind, seed in vp.cohort(half, "sij"):
+            spec = vp.study_spec(kind, seed)
+            assert spec.anatomy == "sij" and spec.fluid_type == kind.fluid_type
+            assert spec.fluid_oblique_deg[0] > 15 and spec.t1_oblique_deg[0] > 15  # semicoronal / semiaxial tilt
+            locs = [ls.location for ls in spec.lesions]
+            if kind.negative:
+                assert not locs
+                continue
+            assert len(set(locs)) == len(locs) and set(locs) <= set(SIJ_LOCATIONS)
+            if len(locs) >= 2:
+                assert any("_SACRAL_" in x for x in locs) and any("_ILIAC_" in x for x in locs)
+            vols += [ls.volume_ml for ls in spec.lesions]
+    assert 0.2 <= min(vols) < 0.5 and 5.0 < max(vols) <= 15.0
+    assert vp.study_spec(vp.SIJ_KINDS[-1], 1).effusion == 1.0
+    assert vp.study_spec(vp.SIJ_KINDS[-2], 1).red_marrow
+
+
+def test_diagnose_splits_errors_by_tissue_and_marrow_mask() -> None:
+    from bmeseg.synth.tissues import Tissue
+
+    tissue = np.full((6, 6, 2), int(Tissue.MUSCLE), np.int32)
+    tissue[:3] = Tissue.MARROW  # 36 truth marrow voxels
+    truth = np.zeros(tissue.shape, np.int32)
+    truth[0, :4] = 1  # 8 lesion voxels (in marrow)
+    pred = np.zeros(tissue.shape, bool)
+    pred[0, :2] = True  # 4 found
+    pred[5, 5] = True  # 2 FP voxels in muscle
+    marrow = np.zeros(tissue.shape, bool)
+    marrow[:3, :3] = True  # 18 voxels of truth marrow
+    marrow[4, 0] = True  # + 2 muscle voxels
+    d = vp.diagnose(pred, truth, tissue, marrow, 0.5)
+    assert d["fp_ml_by_tissue"] == {"muscle": 1.0}
+    # the 4 missed voxels: column 2 inside the marrow mask, column 3 outside
+    assert d["fn_ml_in_marrow_mask"] == 1.0 and d["fn_ml_outside_marrow_mask"] == 1.0
+    assert d["marrow_recall"] == pytest.approx(18 / 36)
+    assert d["marrow_precision"] == pytest.approx(18 / 20)
+    assert d["marrow_mask_non_marrow_ml"] == {"muscle": 1.0}

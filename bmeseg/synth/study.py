@@ -103,7 +103,8 @@ class StudySpec:
     vendor : str
         ``'siemens'``, ``'ge'`` or ``'philips'``: series names and header style.
     fluid_type : str
-        ``'stir'`` (magnitude IR) or ``'pdfs'`` (PD TSE with spectral fat saturation).
+        ``'stir'`` (magnitude IR), ``'pdfs'`` (PD TSE with spectral fat saturation, TE 33 ms)
+        or ``'t2fs'`` (T2 TSE with spectral fat saturation, TE 70-80 ms).
     t1_plane, fluid_plane : str
         ``'sagittal'``, ``'coronal'`` or ``'axial'``.
     t1_matrix, fluid_matrix : (int, int)
@@ -143,7 +144,7 @@ class StudySpec:
         0-1: incomplete fat suppression towards the edge of the fluid-sensitive
         series' field of view (0 = none). It is the fraction of fat suppression
         lost at the FOV corners (zero inside 55 % of the half-FOV, smooth ramp
-        outward, centre offset at random). ``'pdfs'``: the spectral fat residual
+        outward, centre offset at random). ``'pdfs'``/``'t2fs'``: the spectral fat residual
         rises to it (B0 off-resonance). ``'stir'``: the fat compartment's signal
         is pushed away from its null by that fraction of its un-inverted
         (spin-echo) signal, keeping its sign (phenomenological: imperfect
@@ -199,7 +200,7 @@ class StudySpec:
         if not 0.0 <= self.fat_sat_edge <= 1.0:
             raise ValueError(f"'fat_sat_edge' must be in [0, 1]; got {self.fat_sat_edge}")
         _one_of("vendor", self.vendor, _VENDORS)
-        _one_of("fluid_type", self.fluid_type, ("stir", "pdfs"))
+        _one_of("fluid_type", self.fluid_type, ("stir", "pdfs", "t2fs"))
         _one_of("t1_plane", self.t1_plane, _PLANES)
         _one_of("fluid_plane", self.fluid_plane, _PLANES)
         if self.snr <= 0:
@@ -366,7 +367,7 @@ ANATOMIES: dict[str, _Anatomy] = {
 
 @dataclass(frozen=True)
 class _Protocol:
-    role: str  # 't1', 'stir', 'pdfs', 'localizer'
+    role: str  # 't1', 'stir', 'pdfs', 't2fs', 'localizer'
     seq: SequenceParams
     acq: MRAcquisition
 
@@ -406,6 +407,12 @@ def _protocol(role: str, spec: StudySpec, plane: str, series_number: int) -> _Pr
         names = {"siemens": (f"pd_tse_fs_{short}", "SE", "SK\\SP\\OSP", "FS", "*tse2d1_9", 150.0, 9),
                  "ge": (f"{short} PD FS", "SE", "SK\\OSP", "FAST_GEMS\\FS", "fse-xl", 90.0, 9),
                  "philips": ("PDW_SPAIR", "SE", "SK", "FS", "TSE", 90.0, 10)}[v]
+    elif role == "t2fs":
+        seq = SequenceParams("se_fs", tr_ms=4000.0 if hi else 3500.0, te_ms={"siemens": 75.0, "ge": 70.0,
+                                                                            "philips": 80.0}[v])
+        names = {"siemens": (f"t2_tse_fs_{short}", "SE", "SK\\SP\\OSP", "FS", "*tse2d1_15", 150.0, 15),
+                 "ge": (f"{short} T2 FS", "SE", "SK\\OSP", "FAST_GEMS\\FS", "fse-xl", 90.0, 16),
+                 "philips": ("T2W_SPAIR", "SE", "SK", "FS", "TSE", 90.0, 18)}[v]
     elif role == "localizer":
         seq = SequenceParams("gre", tr_ms=8.6, te_ms=4.0, flip_deg=20.0)
         names = {"siemens": ("localizer", "GR", "SP", "", "*fl2d1", 20.0, 1),
@@ -502,9 +509,10 @@ class StudyTruth:
     root : Path
         The study directory.
     series : dict of str -> SeriesTruth
-        Keyed by role: ``'t1'``, ``'stir'`` or ``'pdfs'`` (the fluid-sensitive one(s)), ``'localizer'``.
+        Keyed by role: ``'t1'``, ``'stir'``, ``'pdfs'`` or ``'t2fs'`` (the fluid-sensitive one(s)),
+        ``'localizer'``.
     fluid_role : str
-        Role of the fluid-sensitive series the truth maps are on (``'stir'`` or ``'pdfs'``).
+        Role of the fluid-sensitive series the truth maps are on (``'stir'``, ``'pdfs'`` or ``'t2fs'``).
     lesions : list of LesionTruth
         In the fluid-sensitive (phantom) frame.
     mimics : list of dict
