@@ -43,7 +43,16 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
-from ._morph import ball, bbox_slices, fill_holes_per_slice, in_plane_structure, largest_components
+from ._morph import (
+    ball,
+    bbox_slices,
+    close_ball,
+    erode_ball,
+    fill_holes_per_slice,
+    in_plane_spacing,
+    in_plane_structure,
+    largest_components,
+)
 from .config import MarrowSettings
 from .errors import InputError
 from .volume import Volume
@@ -101,7 +110,7 @@ def tissue_levels(
     percentile (subcutaneous fat). Only voxels in ``cover`` (seen by both series) count.
     """
     seen = body if cover is None else body & cover
-    inner = ndi.binary_erosion(body, structure=_disc(shell_mm, spacing_mm)) & seen
+    inner = erode_ball(body, shell_mm, in_plane_spacing(spacing_mm)) & seen
     if inner.sum() < 100:
         inner = seen
     p10, p30 = np.percentile(t1[inner], [10.0, 30.0])
@@ -170,7 +179,7 @@ def find_marrow(
             raise InputError("bone mask is not on the fluid-sensitive grid (resample it first)")
         lab = np.asarray(bone_mask.array).astype(np.int32)
         if s.cortex_margin_mm > 0:
-            inner = ndi.binary_erosion(lab > 0, structure=ball(s.cortex_margin_mm, spacing))
+            inner = erode_ball(lab > 0, s.cortex_margin_mm, spacing)
             lab = np.where(inner, lab, 0).astype(np.int32)
         if s.search == "periarticular":
             sm_a, sm_b = _smooth_in_plane(a, b, spacing)
@@ -240,7 +249,7 @@ def _periarticular(
     sa, sb = _smooth_in_plane(a, b, spacing)
     tl = tissue_levels(sa, sb, body, spacing, shell_mm=s.body_shell_mm, cover=cover)
     levels.update(tl)
-    inner = ndi.binary_erosion(body, structure=_disc(s.body_shell_mm, spacing)) & cover
+    inner = erode_ball(body, s.body_shell_mm, in_plane_spacing(spacing)) & cover
     cortex = inner & (sa < s.cortex_t1_level * tl["muscle_t1"]) & (sb < tl["muscle_stir"])
     sheets = largest_components(cortex, n=s.joint_sheets, min_voxels=max(1, round(s.joint_min_ml / vox_ml)), connectivity=3) > 0
     levels["cortex_t1_threshold"] = s.cortex_t1_level * tl["muscle_t1"]
@@ -312,7 +321,7 @@ def _cavities(
       hole-filled bone by bone. Pieces split by a thin dark line (physeal scar) are merged.
     """
     in_plane = in_plane_structure()
-    shell = body & ~ndi.binary_erosion(body, structure=ball(s.body_shell_mm, spacing), border_value=1)
+    shell = body & ~erode_ball(body, s.body_shell_mm, spacing, border_value=1)
 
     t_hi = levels["t1_high"]
     tophat = ndi.grey_closing(a, size=(7, 7, 1)) - a
@@ -375,7 +384,7 @@ def _cavities(
         assert box is not None
         sub = np.pad(comp[box], [(p, p) for p in pad])
         unpad = tuple(slice(p, -p) for p in pad)
-        closed = ndi.binary_closing(sub, structure=se)[unpad] | comp[box]
+        closed = close_ball(sub, s.closing_mm, spacing)[unpad] | comp[box]
         closed = fill_holes_per_slice(closed)
         closed = np.asarray(ndi.binary_fill_holes(closed))
         # never claim voxels outside the body, on a wall, or already given to another bone
