@@ -47,11 +47,13 @@ from ._morph import (
     ball,
     bbox_slices,
     close_ball,
+    dilate_ball,
     erode_ball,
     fill_holes_per_slice,
     in_plane_spacing,
     in_plane_structure,
     largest_components,
+    open_ball,
 )
 from .config import MarrowSettings
 from .errors import InputError
@@ -221,7 +223,7 @@ def _fluid(
 ) -> NDArray[np.bool_]:
     """Free fluid: cortex-dark on T1 and fluid-bright on STIR (CSF, effusion, bladder), grown 1 mm."""
     fluid = (sb > s.fluid_stir_ratio * levels["muscle_stir"]) & (sa < s.cortex_t1_level * levels["muscle_t1"])
-    return np.asarray(ndi.binary_dilation(fluid, structure=_disc(1.0, spacing)))
+    return dilate_ball(fluid, 1.0, in_plane_spacing(spacing))
 
 
 def _smooth_in_plane(
@@ -278,16 +280,16 @@ def _solidity(labels: NDArray[np.int32], n: int) -> NDArray[np.float64]:
     return num / np.maximum(den, 1)
 
 
-def _close_walls(cortex: NDArray[np.bool_], se: NDArray[np.bool_]) -> NDArray[np.bool_]:
+def _close_walls(cortex: NDArray[np.bool_], radius_mm: float, spacing: tuple[float, ...]) -> NDArray[np.bool_]:
     """Binary closing that seals small gaps in the cortex, also at the edge of the field of view.
 
     The array is edge-padded first: a wall that reaches the border continues straight out of
     it, so a bone shaft leaving the image keeps its cortex up to the last row (a plain closing
     erodes walls next to the border and would let the outside in along the edge).
     """
-    pad = [(n // 2, n // 2) for n in se.shape]
+    pad = [(n // 2, n // 2) for n in ball(radius_mm, spacing).shape]
     big = np.pad(cortex, pad, mode="edge")
-    closed = ndi.binary_closing(big, structure=se)
+    closed = close_ball(big, radius_mm, spacing)
     return np.asarray(closed[tuple(slice(p, p + n) for (p, _), n in zip(pad, cortex.shape, strict=True))]) | cortex
 
 
@@ -335,13 +337,13 @@ def _cavities(
     levels["fat_stir"] = fat_stir
     stir_line = (sb < s.wall_stir_ratio * fat_stir) & (sb < s.wall_stir_ratio * ndi.grey_closing(sb, size=(7, 7, 1)))
     cortex = body & (b < s_thr) & (t1_line | stir_line)
-    wall = _close_walls(cortex, ball(s.wall_closing_mm, spacing))
+    wall = _close_walls(cortex, s.wall_closing_mm, spacing)
     outside = ndi.binary_propagation(((~body) | shell) & ~wall, structure=in_plane, mask=~wall)
     enclosed = body & ~outside & ~wall & cover
     levels["cortex_t1_threshold"] = s.cortex_t1_level * t_lo
 
-    cut = ball(s.separation_mm, spacing) if s.separation_mm > 0 else ndi.generate_binary_structure(3, 1)
-    fat_open = ndi.binary_opening(fat, structure=cut)
+    fat_open = (open_ball(fat, s.separation_mm, spacing) if s.separation_mm > 0
+                else ndi.binary_opening(fat, structure=ndi.generate_binary_structure(3, 1)))
     lab2, _ = ndi.label(fat_open, structure=in_plane)
     # fat reaching the skin's shell in its slice, or the edge of the T1 slab (beyond which the skin
     # cannot be seen), is subcutaneous; only its enclosed part can be marrow bridged to it by
@@ -365,7 +367,7 @@ def _cavities(
     else:
         cav = np.zeros(a.shape, bool)
     # merge pieces separated only by a thin line (physeal scar): their 1 mm dilations touch
-    grouped = ndi.binary_dilation(cav, structure=ball(1.0, spacing)) if cav.any() else cav
+    grouped = dilate_ball(cav, 1.0, spacing) if cav.any() else cav
     comps = largest_components(grouped, n=s.max_bones, min_voxels=min_vox) * cav
 
     enc_lab, n_enc = ndi.label(enclosed, structure=in_plane)
