@@ -8,7 +8,10 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
-__all__ = ["ball", "bbox_slices", "fill_holes_per_slice", "in_plane_structure", "largest_components", "sigma_vox"]
+__all__ = [
+    "ball", "bbox_slices", "close_ball", "dilate_ball", "erode_ball", "fill_holes_per_slice", "in_plane_spacing",
+    "in_plane_structure", "largest_components", "open_ball", "sigma_vox",
+]
 
 
 def ball(radius_mm: float, spacing_mm: Sequence[float]) -> NDArray[np.bool_]:
@@ -20,6 +23,116 @@ def ball(radius_mm: float, spacing_mm: Sequence[float]) -> NDArray[np.bool_]:
     grids = np.ogrid[tuple(slice(-ri, ri + 1) for ri in r)]
     d2 = sum((g * s / max(radius_mm, 1e-9)) ** 2 for g, s in zip(grids, spacing_mm, strict=True))
     return np.asarray(d2 <= 1.0 + 1e-9)
+
+
+def in_plane_spacing(spacing_mm: Sequence[float], axis: int = 2) -> tuple[float, ...]:
+    """``spacing_mm`` with ``axis`` made unreachable: ``ball(r, in_plane_spacing(sp))`` is an in-plane disc."""
+    return tuple(1e6 if i == axis else float(s) for i, s in enumerate(spacing_mm))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Binary morphology with ball() elements at a cost independent of the radius.
+#
+# A ball's cross-section at slice offset dz is an in-plane disc: the offsets g with in-plane length
+# |g| = sqrt((g0 s0)^2 + (g1 s1)^2) <= lim(dz). So dilating by the ball is, per slice, thresholding the
+# in-plane Euclidean distance to the nearest set pixel (scipy's exact distance transform) at lim(dz) and
+# OR-ing the result into the slices dz away. lim(dz) is read off ball() itself (the largest |g| it holds),
+# and only used when every offset ball() leaves out is farther by a margin: then the results are the same
+# as scipy's binary morphology with ball(), bit for bit (tests/test_morph.py); otherwise scipy is used.
+
+
+def _sections(radius_mm: float, spacing_mm: Sequence[float], axis: int) -> list[tuple[int, float]] | None:
+    """``(dz, lim)`` per non-empty cross-section of ``ball`` at slice offset ``dz >= 0`` along ``axis``; None
+    when a cross-section is not exactly ``{g: |g| <= lim}`` (a rounding tie)."""
+    se = np.moveaxis(ball(radius_mm, spacing_mm), axis, -1)
+    s0, s1 = (float(s) for i, s in enumerate(spacing_mm) if i != axis)
+    h0, h1, hz = (n // 2 for n in se.shape)
+    # in-plane lengths of the offsets of the element's box plus one ring, computed as distance_transform_edt does
+    g0 = np.arange(-h0 - 1, h0 + 2, dtype=np.float64)[:, None] * s0
+    g1 = np.arange(-h1 - 1, h1 + 2, dtype=np.float64)[None, :] * s1
+    length = np.sqrt(g0 * g0 + g1 * g1)
+    out = []
+    for k in range(hz, se.shape[2]):
+        sec = np.pad(se[:, :, k], 1)
+        if not sec.any():
+            break
+        lim = float(length[sec].max())
+        if not bool(np.all(length[~sec] > lim * (1.0 + 1e-12))):
+            return None
+        out.append((k - hz, lim))
+    return out
+
+
+def _edge_distance(shape: tuple[int, int], s0: float, s1: float) -> NDArray[np.float64]:
+    """In-plane distance of each pixel to the nearest pixel outside the slice."""
+    d0 = np.minimum(np.arange(1, shape[0] + 1), np.arange(shape[0], 0, -1)) * s0
+    d1 = np.minimum(np.arange(1, shape[1] + 1), np.arange(shape[1], 0, -1)) * s1
+    return np.minimum(np.sqrt(d0 * d0)[:, None], np.sqrt(d1 * d1)[None, :])
+
+
+def dilate_ball(
+    mask: NDArray[np.bool_], radius_mm: float, spacing_mm: Sequence[float], *, border_value: int = 0, axis: int = 2,
+) -> NDArray[np.bool_]:
+    """``ndi.binary_dilation(mask, structure=ball(radius_mm, spacing_mm), border_value=border_value)``, bit for bit.
+
+    Slice by slice along ``axis`` (a 3-D ``mask``), each slice cropped to its set pixels plus the reach:
+    the cost does not grow with the radius.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    secs = _sections(radius_mm, spacing_mm, axis) if mask.ndim == 3 else None
+    if secs is None:
+        return np.asarray(ndi.binary_dilation(mask, structure=ball(radius_mm, spacing_mm), border_value=border_value))
+    out = np.zeros(mask.shape, bool)
+    m, o = np.moveaxis(mask, axis, -1), np.moveaxis(out, axis, -1)
+    s0, s1 = (float(s) for i, s in enumerate(spacing_mm) if i != axis)
+    lim0 = secs[0][1]
+    reach = (int(lim0 / s0) + 1, int(lim0 / s1) + 1)
+    n0, n1, nz = m.shape
+    rows, cols = np.asarray(m.any(axis=1)), np.asarray(m.any(axis=0))  # (n0, nz), (n1, nz)
+    for k in range(nz):
+        r, c = np.flatnonzero(rows[:, k]), np.flatnonzero(cols[:, k])
+        if r.size == 0:
+            continue
+        box = (slice(max(0, r[0] - reach[0]), min(n0, r[-1] + 1 + reach[0])),
+               slice(max(0, c[0] - reach[1]), min(n1, c[-1] + 1 + reach[1])))
+        d = ndi.distance_transform_edt(~m[(*box, k)], sampling=(s0, s1))
+        for dz, lim in secs:
+            hit = d <= lim
+            for kk in {k - dz, k + dz}:
+                if 0 <= kk < nz:
+                    o[(*box, kk)] |= hit
+    if border_value:  # outside the array counts as set
+        o |= (_edge_distance((n0, n1), s0, s1) <= lim0)[:, :, None]
+        dz_max = secs[-1][0]
+        if dz_max:
+            o[:, :, :dz_max] = True
+            o[:, :, nz - dz_max:] = True
+    return out
+
+
+def erode_ball(
+    mask: NDArray[np.bool_], radius_mm: float, spacing_mm: Sequence[float], *, border_value: int = 0, axis: int = 2,
+) -> NDArray[np.bool_]:
+    """``ndi.binary_erosion(mask, structure=ball(radius_mm, spacing_mm), border_value=border_value)``, bit for bit."""
+    out = dilate_ball(~np.asarray(mask, dtype=bool), radius_mm, spacing_mm, border_value=0 if border_value else 1,
+                      axis=axis)
+    return np.logical_not(out, out=out)
+
+
+def close_ball(
+    mask: NDArray[np.bool_], radius_mm: float, spacing_mm: Sequence[float], *, border_value: int = 0, axis: int = 2,
+) -> NDArray[np.bool_]:
+    """``ndi.binary_closing(mask, structure=ball(radius_mm, spacing_mm), border_value=border_value)``, bit for bit."""
+    kw = {"border_value": border_value, "axis": axis}
+    return erode_ball(dilate_ball(mask, radius_mm, spacing_mm, **kw), radius_mm, spacing_mm, **kw)
+
+
+def open_ball(
+    mask: NDArray[np.bool_], radius_mm: float, spacing_mm: Sequence[float], *, border_value: int = 0, axis: int = 2,
+) -> NDArray[np.bool_]:
+    """``ndi.binary_opening(mask, structure=ball(radius_mm, spacing_mm), border_value=border_value)``, bit for bit."""
+    kw = {"border_value": border_value, "axis": axis}
+    return dilate_ball(erode_ball(mask, radius_mm, spacing_mm, **kw), radius_mm, spacing_mm, **kw)
 
 
 def sigma_vox(sigma_mm: float, spacing_mm: Sequence[float]) -> tuple[float, ...]:

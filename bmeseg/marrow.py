@@ -43,7 +43,18 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
-from ._morph import ball, bbox_slices, fill_holes_per_slice, in_plane_structure, largest_components
+from ._morph import (
+    ball,
+    bbox_slices,
+    close_ball,
+    dilate_ball,
+    erode_ball,
+    fill_holes_per_slice,
+    in_plane_spacing,
+    in_plane_structure,
+    largest_components,
+    open_ball,
+)
 from .config import MarrowSettings
 from .errors import InputError
 from .volume import Volume
@@ -101,7 +112,7 @@ def tissue_levels(
     percentile (subcutaneous fat). Only voxels in ``cover`` (seen by both series) count.
     """
     seen = body if cover is None else body & cover
-    inner = ndi.binary_erosion(body, structure=_disc(shell_mm, spacing_mm)) & seen
+    inner = erode_ball(body, shell_mm, in_plane_spacing(spacing_mm)) & seen
     if inner.sum() < 100:
         inner = seen
     p10, p30 = np.percentile(t1[inner], [10.0, 30.0])
@@ -170,7 +181,7 @@ def find_marrow(
             raise InputError("bone mask is not on the fluid-sensitive grid (resample it first)")
         lab = np.asarray(bone_mask.array).astype(np.int32)
         if s.cortex_margin_mm > 0:
-            inner = ndi.binary_erosion(lab > 0, structure=ball(s.cortex_margin_mm, spacing))
+            inner = erode_ball(lab > 0, s.cortex_margin_mm, spacing)
             lab = np.where(inner, lab, 0).astype(np.int32)
         if s.search == "periarticular":
             sm_a, sm_b = _smooth_in_plane(a, b, spacing)
@@ -212,7 +223,7 @@ def _fluid(
 ) -> NDArray[np.bool_]:
     """Free fluid: cortex-dark on T1 and fluid-bright on STIR (CSF, effusion, bladder), grown 1 mm."""
     fluid = (sb > s.fluid_stir_ratio * levels["muscle_stir"]) & (sa < s.cortex_t1_level * levels["muscle_t1"])
-    return np.asarray(ndi.binary_dilation(fluid, structure=_disc(1.0, spacing)))
+    return dilate_ball(fluid, 1.0, in_plane_spacing(spacing))
 
 
 def _smooth_in_plane(
@@ -240,7 +251,7 @@ def _periarticular(
     sa, sb = _smooth_in_plane(a, b, spacing)
     tl = tissue_levels(sa, sb, body, spacing, shell_mm=s.body_shell_mm, cover=cover)
     levels.update(tl)
-    inner = ndi.binary_erosion(body, structure=_disc(s.body_shell_mm, spacing)) & cover
+    inner = erode_ball(body, s.body_shell_mm, in_plane_spacing(spacing)) & cover
     cortex = inner & (sa < s.cortex_t1_level * tl["muscle_t1"]) & (sb < tl["muscle_stir"])
     sheets = largest_components(cortex, n=s.joint_sheets, min_voxels=max(1, round(s.joint_min_ml / vox_ml)), connectivity=3) > 0
     levels["cortex_t1_threshold"] = s.cortex_t1_level * tl["muscle_t1"]
@@ -335,16 +346,16 @@ def ray_enclosure(
     return np.asarray(hits / np.maximum(decided, 1), dtype=np.float32)
 
 
-def _close_walls(cortex: NDArray[np.bool_], se: NDArray[np.bool_]) -> NDArray[np.bool_]:
+def _close_walls(cortex: NDArray[np.bool_], radius_mm: float, spacing: tuple[float, ...]) -> NDArray[np.bool_]:
     """Binary closing that seals small gaps in the cortex, also at the edge of the field of view.
 
     The array is edge-padded first: a wall that reaches the border continues straight out of
     it, so a bone shaft leaving the image keeps its cortex up to the last row (a plain closing
     erodes walls next to the border and would let the outside in along the edge).
     """
-    pad = [(n // 2, n // 2) for n in se.shape]
+    pad = [(n // 2, n // 2) for n in ball(radius_mm, spacing).shape]
     big = np.pad(cortex, pad, mode="edge")
-    closed = ndi.binary_closing(big, structure=se)
+    closed = close_ball(big, radius_mm, spacing)
     return np.asarray(closed[tuple(slice(p, p + n) for (p, _), n in zip(pad, cortex.shape, strict=True))]) | cortex
 
 
@@ -378,7 +389,7 @@ def _cavities(
       hole-filled bone by bone. Pieces split by a thin dark line (physeal scar) are merged.
     """
     in_plane = in_plane_structure()
-    shell = body & ~ndi.binary_erosion(body, structure=ball(s.body_shell_mm, spacing), border_value=1)
+    shell = body & ~erode_ball(body, s.body_shell_mm, spacing, border_value=1)
 
     t_hi = levels["t1_high"]
     tophat = ndi.grey_closing(a, size=(7, 7, 1)) - a
@@ -392,13 +403,13 @@ def _cavities(
     levels["fat_stir"] = fat_stir
     stir_line = (sb < s.wall_stir_ratio * fat_stir) & (sb < s.wall_stir_ratio * ndi.grey_closing(sb, size=(7, 7, 1)))
     cortex = body & (b < s_thr) & (t1_line | stir_line)
-    wall = _close_walls(cortex, ball(s.wall_closing_mm, spacing))
+    wall = _close_walls(cortex, s.wall_closing_mm, spacing)
     outside = ndi.binary_propagation(((~body) | shell) & ~wall, structure=in_plane, mask=~wall)
     enclosed = body & ~outside & ~wall & cover
     levels["cortex_t1_threshold"] = s.cortex_t1_level * t_lo
 
-    cut = ball(s.separation_mm, spacing) if s.separation_mm > 0 else ndi.generate_binary_structure(3, 1)
-    fat_open = ndi.binary_opening(fat & ~wall, structure=cut)
+    fat_open = (open_ball(fat & ~wall, s.separation_mm, spacing) if s.separation_mm > 0
+                else ndi.binary_opening(fat & ~wall, structure=ndi.generate_binary_structure(3, 1)))
     lab2, _ = ndi.label(fat_open, structure=in_plane)
     # fat reaching the skin's shell in its slice, or the edge of the T1 slab (beyond which the skin
     # cannot be seen), is subcutaneous; only its enclosed part can be marrow bridged to it by
@@ -426,7 +437,7 @@ def _cavities(
     else:
         cav = np.zeros(a.shape, bool)
     # merge pieces separated only by a thin line (physeal scar): their 1 mm dilations touch
-    grouped = ndi.binary_dilation(cav, structure=ball(1.0, spacing)) if cav.any() else cav
+    grouped = dilate_ball(cav, 1.0, spacing) if cav.any() else cav
     comps = largest_components(grouped, n=s.max_bones, min_voxels=min_vox) * cav
 
     enc_lab, n_enc = ndi.label(enclosed, structure=in_plane)
@@ -445,7 +456,7 @@ def _cavities(
         assert box is not None
         sub = np.pad(comp[box], [(p, p) for p in pad])
         unpad = tuple(slice(p, -p) for p in pad)
-        closed = ndi.binary_closing(sub, structure=se)[unpad] | comp[box]
+        closed = close_ball(sub, s.closing_mm, spacing)[unpad] | comp[box]
         if s.hull_claims:
             # ... of the hull, only what the cortex surrounds (not the muscle beside a bone's flare)
             near = ndi.distance_transform_edt(~comp[box], sampling=(spacing[0], spacing[1], 1e6)) <= s.hull_mm
