@@ -9,8 +9,8 @@ from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
 __all__ = [
-    "ball", "bbox_slices", "close_ball", "dilate_ball", "erode_ball", "fill_holes_per_slice", "in_plane_spacing",
-    "in_plane_structure", "largest_components", "open_ball", "sigma_vox",
+    "ball", "bbox_slices", "close_ball", "dilate_ball", "edt", "erode_ball", "fill_holes_per_slice", "in_plane_spacing",
+    "in_plane_structure", "largest_components", "open_ball", "sigma_vox", "within_in_plane",
 ]
 
 
@@ -82,6 +82,23 @@ def dilate_ball(
     secs = _sections(radius_mm, spacing_mm, axis) if mask.ndim == 3 else None
     if secs is None:
         return np.asarray(ndi.binary_dilation(mask, structure=ball(radius_mm, spacing_mm), border_value=border_value))
+    return _dilate_sections(mask, secs, spacing_mm, axis, border_value)
+
+
+def within_in_plane(mask: NDArray[np.bool_], dist_mm: float, spacing_mm: Sequence[float], axis: int = 2) -> NDArray[np.bool_]:
+    """Voxels within ``dist_mm`` of a set voxel of their own slice (in-plane Euclidean distance).
+
+    For a non-empty 3-D ``mask`` this is ``ndi.distance_transform_edt(~mask, sampling=in_plane_spacing(spacing_mm,
+    axis)) <= dist_mm``, bit for bit, without a 3-D transform's memory (~60 bytes per voxel).
+    """
+    return _dilate_sections(np.asarray(mask, dtype=bool), [(0, float(dist_mm))], spacing_mm, axis, 0)
+
+
+def _dilate_sections(
+    mask: NDArray[np.bool_], secs: list[tuple[int, float]], spacing_mm: Sequence[float], axis: int, border_value: int,
+) -> NDArray[np.bool_]:
+    """Set where the in-plane distance to a set pixel of the slice ``dz`` away is <= ``lim``, for some ``(dz, lim)``
+    of ``secs`` (``secs[0]`` has ``dz == 0`` and the largest ``lim``); ``border_value``: outside the array is set."""
     out = np.zeros(mask.shape, bool)
     m, o = np.moveaxis(mask, axis, -1), np.moveaxis(out, axis, -1)
     s0, s1 = (float(s) for i, s in enumerate(spacing_mm) if i != axis)
@@ -133,6 +150,29 @@ def open_ball(
     """``ndi.binary_opening(mask, structure=ball(radius_mm, spacing_mm), border_value=border_value)``, bit for bit."""
     kw = {"border_value": border_value, "axis": axis}
     return dilate_ball(erode_ball(mask, radius_mm, spacing_mm, **kw), radius_mm, spacing_mm, **kw)
+
+
+def edt(x: NDArray[np.bool_], sampling: Sequence[float]) -> NDArray[np.float64]:
+    """``ndi.distance_transform_edt(x, sampling=sampling)``, bit for bit, at about half its peak memory.
+
+    scipy turns the feature transform into distances through an index grid and an (ndim, ...) float64
+    stack (~60 bytes per voxel in 3-D); here one axis at a time is added to the squared distance, in the
+    same order and precision (~28 bytes per voxel).
+    """
+    x = np.asarray(x)
+    ft = ndi.distance_transform_edt(x, sampling=sampling, return_distances=False, return_indices=True)
+    d2 = np.zeros(x.shape, np.float64)
+    for ax, s in enumerate(sampling):
+        shape = [1] * x.ndim
+        shape[ax] = -1
+        t = ft[ax].astype(np.float64)
+        t -= np.arange(x.shape[ax], dtype=np.float64).reshape(shape)
+        t *= float(s)
+        t *= t
+        d2 += t
+        del t
+    del ft
+    return np.sqrt(d2, out=d2)
 
 
 def sigma_vox(sigma_mm: float, spacing_mm: Sequence[float]) -> tuple[float, ...]:

@@ -73,7 +73,7 @@ def local_reference(
     sparse (weight < 1 % of its peak) the global reference median is used.
     """
     sig = sigma_vox(sigma_mm, spacing_mm)
-    num_full = np.where(reference, image, 0).astype(np.float32)
+    num_full = np.where(reference, image, 0).astype(np.float32, copy=False)
     w_full = reference.astype(np.float32)
     factors = tuple(max(1, int(sv // 6)) if coarse else 1 for sv in sig)
     if max(factors) > 1:
@@ -95,7 +95,7 @@ def local_reference(
 def _block_mean(x: NDArray[np.float32], factors: tuple[int, ...]) -> NDArray[np.float32]:
     """Mean over ``factors``-sized blocks (edge-padded to a whole number of blocks)."""
     pad = [(0, (-n) % f) for n, f in zip(x.shape, factors, strict=True)]
-    xp = np.pad(x, pad, mode="edge")
+    xp = np.pad(x, pad, mode="edge") if any(p for _, p in pad) else x
     shp: list[int] = []
     for n, f in zip(xp.shape, factors, strict=True):
         shp += [n // f, f]
@@ -115,7 +115,12 @@ def _upsample(x: NDArray[np.float32], factors: tuple[int, ...], shape: tuple[int
         wshape = [1] * out.ndim
         wshape[ax] = n
         wv = w.reshape(wshape)
-        out = np.take(out, i0, axis=ax) * (1 - wv) + np.take(out, i1, axis=ax) * wv
+        lo = np.take(out, i0, axis=ax)
+        lo *= 1 - wv
+        hi = np.take(out, i1, axis=ax)
+        hi *= wv
+        lo += hi
+        out = lo
     return np.asarray(out, dtype=np.float32)
 
 
@@ -214,10 +219,10 @@ def detect_edema(
         ref = normal & ~ndi.binary_dilation(cand, iterations=1)
         if ref.sum() < 50:
             ref = normal
-        stir_ref = local_reference(b, ref, sigma, spacing)
-        t1_ref = local_reference(a, ref, sigma, spacing)
-        r_s = b / np.maximum(stir_ref, 1e-6)
-        r_t = a / np.maximum(t1_ref, 1e-6)
+        r_s = local_reference(b, ref, sigma, spacing)  # the local reference, then (in place) b over it
+        r_s = np.divide(b, np.maximum(r_s, 1e-6, out=r_s), out=r_s)
+        r_t = local_reference(a, ref, sigma, spacing)
+        r_t = np.divide(a, np.maximum(r_t, 1e-6, out=r_t), out=r_t)
         q1, q3 = np.percentile(r_s[ref], [25.0, 75.0])
         s_thr = max(float(q3 + es.stir_tukey_k * (q3 - q1)), es.stir_min_ratio)
         t_thr = es.t1_max_ratio
@@ -227,9 +232,12 @@ def detect_edema(
             if m_r < 1:
                 t_thr = min(t_thr, m_r + es.t1_muscle_level * (1.0 - m_r))
         # margin score: >= 1 where both tests pass; hysteresis grows seeds to 0.6
-        score_s = (r_s - 1.0) / max(s_thr - 1.0, 1e-6)
-        score_t = (1.0 - r_t) / max(1.0 - t_thr, 1e-6)
-        score = np.minimum(score_s, score_t)
+        score = np.subtract(r_s, 1.0)  # the STIR margin, then (in place) the smaller of the two
+        score /= max(s_thr - 1.0, 1e-6)
+        score_t = np.subtract(1.0, r_t)
+        score_t /= max(1.0 - t_thr, 1e-6)
+        score = np.minimum(score, score_t, out=score)
+        del score_t
         score[~inside] = -1.0
         cand = apply_hysteresis_threshold(score, 0.6, 1.0)
     mask = clean_lesions(cand & inside, stir.geometry.voxel_volume_ml, ls)
@@ -238,7 +246,7 @@ def detect_edema(
                              stir.geometry.voxel_volume_ml, ls)
     return EdemaResult(
         mask,
-        r_s.astype(np.float32),
-        r_t.astype(np.float32),
+        r_s.astype(np.float32, copy=False),
+        r_t.astype(np.float32, copy=False),
         {"stir_ratio": s_thr, "t1_ratio": t_thr, "reference_voxels": float(ref.sum())},
     )

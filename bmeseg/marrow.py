@@ -54,6 +54,7 @@ from ._morph import (
     in_plane_structure,
     largest_components,
     open_ball,
+    within_in_plane,
 )
 from .config import MarrowSettings
 from .errors import InputError
@@ -259,8 +260,9 @@ def _periarticular(
     # in-plane distance only: a 3.3 mm slice must not carry the band into the next bone
     far = np.array(spacing, float)
     far[2] = 1e6
-    dist = ndi.distance_transform_edt(~sheets, sampling=tuple(far))
-    band = body & (dist <= s.band_mm) & ~sheets
+    near = (within_in_plane(sheets, s.band_mm, spacing) if sheets.any()  # (per slice: no 3-D transform's memory)
+            else ndi.distance_transform_edt(~sheets, sampling=tuple(far)) <= s.band_mm)
+    band = body & near & ~sheets
     band &= ~_fluid(sa, sb, levels, s, spacing) & cover
     bones = largest_components(band, n=s.max_bones, min_voxels=max(1, round(s.min_bone_ml / vox_ml)))
     normal = (bones > 0) & _normal_mixed(sa, sb, tl, s)

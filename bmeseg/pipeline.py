@@ -298,6 +298,8 @@ def run_study(
     t1_native, stir, notes = load_pair(inp, timings)
     with _timed(timings, "register"):
         t1, reg_info = _register(t1_native, stir, settings, notes)
+    t1_meta = _series_meta(t1_native)
+    del t1_native  # the T1 on its own grid is not used again: free it before detection
     bone_mask = None
     bone_names = None
     if inp.bone_mask is not None:
@@ -312,7 +314,7 @@ def run_study(
         bone_names = names_for_bone_mask_file(inp.bone_mask, bone_mask.array, settings.anatomy)
     marrow, edema, meas = detect(t1, stir, settings, bone_mask=bone_mask, timings=timings, bone_names=bone_names)
     notes.extend(meas.warnings)
-    inputs = {"t1": _series_meta(t1_native), "stir": _series_meta(stir)}
+    inputs = {"t1": t1_meta, "stir": _series_meta(stir)}
     result = StudyResult(t1=t1, stir=stir, marrow=marrow, edema=edema, measurements=meas,
                          registration=reg_info, inputs=inputs, settings=settings, timings_s=timings,
                          warnings=notes)

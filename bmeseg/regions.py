@@ -50,7 +50,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
-from ._morph import bbox_slices
+from ._morph import bbox_slices, edt
 from .errors import InputError
 from .volume import Geometry
 
@@ -370,13 +370,13 @@ def articular_depth_mm(
         other = (sub > 0) & ~own
         surf = np.zeros_like(own)
         if other.any():
-            surf = boundary & (ndi.distance_transform_edt(~other, sampling=spacing) <= joint_gap_mm)
+            surf = boundary & (edt(~other, spacing) <= joint_gap_mm)
         jointed[lab] = bool(surf.any())
         if not surf.any():
             surf = boundary
         if not surf.any():  # fills the whole field of view: no surface at all
             continue
-        d = ndi.distance_transform_edt(~surf, sampling=spacing)
+        d = edt(~surf, spacing)
         view = depth[box]
         view[own] = d[own]
     return depth, jointed

@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from bmeseg._morph import _sections, ball, close_ball, dilate_ball, erode_ball, in_plane_spacing, open_ball
+from bmeseg._morph import (
+    _sections,
+    ball,
+    close_ball,
+    dilate_ball,
+    edt,
+    erode_ball,
+    in_plane_spacing,
+    open_ball,
+    within_in_plane,
+)
 
 SPACINGS = [
     (1.0, 1.0, 1.0),  # exact ties: offsets at exactly the radius
@@ -93,3 +103,25 @@ def test_fast_path_is_taken() -> None:
             for axis in (0, 1, 2):
                 assert _sections(radius, spacing, axis) is not None
                 assert _sections(radius, in_plane_spacing(spacing, axis), axis) is not None
+
+
+@pytest.mark.parametrize("spacing", [(0.546875, 0.546875, 3.85), (0.7291667, 0.6, 4.4), (1.0, 1.0, 1.0)])
+def test_edt_equals_scipy(spacing: tuple[float, float, float]) -> None:
+    for mask in _masks((31, 27, 9), 3)[:5]:
+        x = ~mask
+        if x.all():
+            continue
+        want = ndi.distance_transform_edt(x, sampling=spacing)
+        got = edt(x, spacing)
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_within_in_plane_equals_a_3d_transform() -> None:
+    """_periarticular's band: in-plane distance to the joint sheets, slice by slice."""
+    for mask in _masks((33, 29, 8), 4)[:5]:
+        if not mask.any():
+            continue
+        for spacing in [(0.7291667, 0.7291667, 4.4), (0.55, 0.6, 3.3)]:
+            for dist in (1.0, 2.2, 20.0):
+                d3 = ndi.distance_transform_edt(~mask, sampling=in_plane_spacing(spacing))
+                assert np.array_equal(within_in_plane(mask, dist, spacing), d3 <= dist)

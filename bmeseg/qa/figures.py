@@ -95,8 +95,17 @@ def _slice_position(vol: Volume, view: SliceView, index: int) -> str:
 def _outline(ax: Axes, mask2d: NDArray[np.bool_], view: SliceView, colour: str, width: float) -> None:
     if not mask2d.any() or mask2d.all():
         return
-    ax.contour(mask2d.astype(np.float32), levels=[0.5], colors=[colour], linewidths=width,
-               extent=view.extent_mm, origin="upper")
+    # contour only the mask's bounding box plus one pixel, at the pixel centres matplotlib's
+    # contour(..., extent=view.extent_mm, origin="upper") would use for the whole slice: the same lines,
+    # without full-slice coordinate grids per outline (they stayed alive with the figure: ~3 MB each)
+    ny, nx = mask2d.shape
+    x0, x1, y0, y1 = view.extent_mm
+    x = x0 + (np.arange(nx) + 0.5) * ((x1 - x0) / nx)
+    y = (y0 + (np.arange(ny) + 0.5) * ((y1 - y0) / ny))[::-1]
+    rows, cols = np.flatnonzero(mask2d.any(axis=1)), np.flatnonzero(mask2d.any(axis=0))
+    r = slice(max(0, rows[0] - 1), min(ny, rows[-1] + 2))
+    c = slice(max(0, cols[0] - 1), min(nx, cols[-1] + 2))
+    ax.contour(x[c], y[r], mask2d[r, c].astype(np.float32), levels=[0.5], colors=[colour], linewidths=width)
 
 
 def _text_with_halo(ax: Axes, x: float, y: float, s: str, **kw: Any) -> None:
@@ -185,7 +194,7 @@ def overlay(
     ax.set_ylim(ext[2], ext[3])
     ax.set_axis_off()
     if title:
-        ax.set_title(title, color=_FG, fontsize=7.5, pad=2)
+        ax.set_title(title, color=_FG, fontsize=7.5, pad=2, y=1.0)  # y: no tick layout to place it (axes are off)
     return ax
 
 
@@ -426,9 +435,9 @@ def registration_check(
         rgb[e] = (1.0, 0.0, 1.0)
         top, bottom = axes[0, c], axes[1, c]
         top.imshow(rgb, extent=ext, interpolation="nearest")
-        top.set_title(f"T1 edges (magenta) on STIR, slice {k + 1}", color=_FG, fontsize=7.5, pad=2)
+        top.set_title(f"T1 edges (magenta) on STIR, slice {k + 1}", color=_FG, fontsize=7.5, pad=2, y=1.0)
         bottom.imshow(np.where(checker, t, s), cmap="gray", vmin=0, vmax=1, extent=ext, interpolation="bilinear")
-        bottom.set_title(f"checkerboard STIR / T1, slice {k + 1}", color=_FG, fontsize=7.5, pad=2)
+        bottom.set_title(f"checkerboard STIR / T1, slice {k + 1}", color=_FG, fontsize=7.5, pad=2, y=1.0)
         for ax in (top, bottom):
             lab_kw: dict[str, Any] = dict(color="#ffe14d", fontsize=8, fontweight="bold", transform=ax.transAxes)
             _text_with_halo(ax, 0.015, 0.5, view.labels["left"], ha="left", va="center", **lab_kw)
