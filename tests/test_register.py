@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -357,11 +357,27 @@ def test_status_accepts_strings_and_rejects_unknown() -> None:
         ({"sampling_percentage": 0.0}, "sampling_percentage"),
         ({"clip_percentiles": (99.0, 1.0)}, "clip_percentiles"),
         ({"n_threads": 0}, "n_threads"),
+        ({"max_samples": 10}, "max_samples"),
     ],
 )
 def test_settings_are_validated(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         RegistrationSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_samples_are_bounded() -> None:
+    """A fine fixed level (384x384x20 at 0.73 mm is not shrunk on the 1 mm level) draws at most
+    max_samples; a knee-sized level keeps sampling_percentage."""
+    from bmeseg.register import _sampling_fraction
+
+    def image(size: tuple[int, int, int]) -> sitk.Image:
+        return sitk.Image(list(size), sitk.sitkFloat32)
+
+    s = RegistrationSettings()
+    assert s.max_samples is not None
+    assert _sampling_fraction(s, image((384, 384, 20))) * 384 * 384 * 20 == pytest.approx(s.max_samples)
+    assert _sampling_fraction(s, image((128, 128, 26))) == s.sampling_percentage
+    assert _sampling_fraction(replace(s, max_samples=None), image((384, 384, 20))) == s.sampling_percentage
 
 
 # ----------------------------------------------------------------------------- resampling
