@@ -336,6 +336,7 @@ def _write_outputs(result: StudyResult, paths: dict[str, Path], *, force: bool) 
     """Write every file but report.json into a temp folder, then move them to ``paths``."""
     import shutil
     import tempfile
+    from concurrent.futures import ThreadPoolExecutor
 
     from .io.nifti import write_nifti
 
@@ -345,21 +346,26 @@ def _write_outputs(result: StudyResult, paths: dict[str, Path], *, force: bool) 
     try:
         g = result.stir
         # copy=False: the arrays usually have these dtypes already (no full-volume copies)
-        write_nifti(g.with_array(result.measurements.lesion_labels.astype(np.uint8, copy=False)),
-                    tmp / "bme_mask.nii.gz")
-        write_nifti(g.with_array(result.marrow.bones.astype(np.uint8, copy=False)), tmp / "marrow_mask.nii.gz")
-        write_nifti(g.with_array(result.stir.array.astype(np.float32, copy=False)), tmp / "stir.nii.gz")
-        write_nifti(result.t1.with_array(result.t1.array.astype(np.float32, copy=False)),
-                    tmp / "t1_registered.nii.gz")
-        # report tables and DICOM SEG (each writer adds its names to OUTPUT_FILES)
-        from .report import write_tables_and_seg
+        niftis = [
+            (g.with_array(result.measurements.lesion_labels.astype(np.uint8, copy=False)), tmp / "bme_mask.nii.gz"),
+            (g.with_array(result.marrow.bones.astype(np.uint8, copy=False)), tmp / "marrow_mask.nii.gz"),
+            (g.with_array(result.stir.array.astype(np.float32, copy=False)), tmp / "stir.nii.gz"),
+            (result.t1.with_array(result.t1.array.astype(np.float32, copy=False)), tmp / "t1_registered.nii.gz"),
+        ]
+        # writing them is mostly zlib, which releases the GIL: it runs on a second thread while the
+        # tables, the SEG and the QA pictures are made here
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            written = pool.submit(lambda: [write_nifti(v, p) for v, p in niftis])
+            # report tables and DICOM SEG (each writer adds its names to OUTPUT_FILES)
+            from .report import write_tables_and_seg
 
-        result.warnings.extend(write_tables_and_seg(result, tmp))
-        from .qa.study import write_run_pictures
+            result.warnings.extend(write_tables_and_seg(result, tmp))
+            from .qa.study import write_run_pictures
 
-        report_name = paths["report.json"].name
-        study_name = report_name.split("_desc-")[0] if report_name != "report.json" else out.resolve().name
-        write_run_pictures(result, tmp, name=study_name)  # never fails the run; notes why not
+            report_name = paths["report.json"].name
+            study_name = report_name.split("_desc-")[0] if report_name != "report.json" else out.resolve().name
+            write_run_pictures(result, tmp, name=study_name)  # never fails the run; notes why not
+            written.result()
         if force and paths["report.json"].exists():
             paths["report.json"].unlink()  # an old report must not vouch for new files
         for name in OUTPUT_FILES:

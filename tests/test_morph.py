@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from bmeseg import _morph
 from bmeseg._morph import (
     _sections,
     ball,
@@ -51,9 +52,16 @@ OPS = {
 }
 
 
+@pytest.fixture(params=["edt", "rows"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways _morph dilates (per-slice distance transforms, per-slice row distances), whatever its cost model says."""
+    monkeypatch.setattr(_morph, "_rows_are_cheaper", lambda *a: request.param == "rows")
+    return str(request.param)
+
+
 @pytest.mark.parametrize("spacing", SPACINGS)
 @pytest.mark.parametrize("op", list(OPS))
-def test_ball_ops_equal_scipy(spacing: tuple[float, float, float], op: str) -> None:
+def test_ball_ops_equal_scipy(spacing: tuple[float, float, float], op: str, engine: str) -> None:
     fast, ref = OPS[op]
     for seed, shape in enumerate([(23, 19, 7), (30, 26, 5)]):
         for mask in _masks(shape, seed):
@@ -69,7 +77,7 @@ def test_ball_ops_equal_scipy(spacing: tuple[float, float, float], op: str) -> N
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])
-def test_in_plane_discs_and_other_axes(axis: int) -> None:
+def test_in_plane_discs_and_other_axes(axis: int, engine: str) -> None:
     """_disc-style elements (a huge spacing on the slice axis) and slices along any axis."""
     mask = _masks((21, 18, 16), 5)[0]
     for spacing in [(0.5, 0.6, 0.7), (3.3, 0.45, 0.45)]:
@@ -84,7 +92,7 @@ def test_in_plane_discs_and_other_axes(axis: int) -> None:
                     assert np.array_equal(fast(mask, radius, spacing, border_value=bv, axis=axis), want)
 
 
-def test_large_radius_on_a_body_like_mask() -> None:
+def test_large_radius_on_a_body_like_mask(engine: str) -> None:
     """The sizes of the marrow search: a 6 mm erosion of a body outline at 0.55 mm pixels."""
     zz, yy, _ = np.meshgrid(np.arange(60), np.arange(64), np.arange(9), indexing="ij")
     body = ((zz - 30) / 26.0) ** 2 + ((yy - 36) / 30.0) ** 2 < 1.0  # cut by the array edge

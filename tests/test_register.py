@@ -367,7 +367,7 @@ def test_settings_are_validated(kwargs: dict[str, object], match: str) -> None:
 
 def test_samples_are_bounded() -> None:
     """A fine fixed level (384x384x20 at 0.73 mm is not shrunk on the 1 mm level) draws at most
-    max_samples; a knee-sized level keeps sampling_percentage."""
+    max_samples; a small one (the knee's 2 mm level) keeps sampling_percentage."""
     from bmeseg.register import _sampling_fraction
 
     def image(size: tuple[int, int, int]) -> sitk.Image:
@@ -376,7 +376,7 @@ def test_samples_are_bounded() -> None:
     s = RegistrationSettings()
     assert s.max_samples is not None
     assert _sampling_fraction(s, image((384, 384, 20))) * 384 * 384 * 20 == pytest.approx(s.max_samples)
-    assert _sampling_fraction(s, image((128, 128, 26))) == s.sampling_percentage
+    assert _sampling_fraction(s, image((64, 64, 26))) == s.sampling_percentage
     assert _sampling_fraction(replace(s, max_samples=None), image((384, 384, 20))) == s.sampling_percentage
 
 
