@@ -9,8 +9,9 @@ from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
 __all__ = [
-    "ball", "bbox_slices", "close_ball", "dilate_ball", "edt", "erode_ball", "fill_holes_per_slice", "in_plane_spacing",
-    "in_plane_structure", "largest_components", "open_ball", "sigma_vox", "within_in_plane",
+    "ball", "bbox_slices", "close_ball", "dilate_ball", "dilate_in_box", "edt", "erode_ball", "fill_holes_per_slice",
+    "hysteresis_threshold", "in_plane_spacing", "in_plane_structure", "largest_components", "open_ball", "sigma_vox",
+    "within_in_plane",
 ]
 
 
@@ -272,6 +273,29 @@ def edt(x: NDArray[np.bool_], sampling: Sequence[float]) -> NDArray[np.float64]:
         del t
     del ft
     return np.sqrt(d2, out=d2)
+
+
+def dilate_in_box(mask: NDArray[np.bool_], iterations: int = 1) -> NDArray[np.bool_]:
+    """``ndi.binary_dilation(mask, iterations=iterations)`` (the cross element), computed on the mask's
+    bounding box grown by ``iterations`` only: the same result, at the cost of the box."""
+    mask = np.asarray(mask, dtype=bool)
+    out = np.zeros(mask.shape, bool)
+    box = bbox_slices(mask, [iterations] * mask.ndim)
+    if box is not None:
+        out[box] = ndi.binary_dilation(mask[box], iterations=iterations)
+    return out
+
+
+def hysteresis_threshold(image: NDArray[np.floating], low: float, high: float) -> NDArray[np.bool_]:
+    """``skimage.filters.apply_hysteresis_threshold(image, low, high)``, run on the bounding box of
+    ``image > low`` only (every component it keeps lies there): the same result, at the cost of the box."""
+    from skimage.filters import apply_hysteresis_threshold
+
+    out = np.zeros(image.shape, bool)
+    box = bbox_slices(np.asarray(image > min(low, high)))
+    if box is not None:
+        out[box] = apply_hysteresis_threshold(image[box], low, high)
+    return out
 
 
 def sigma_vox(sigma_mm: float, spacing_mm: Sequence[float]) -> tuple[float, ...]:

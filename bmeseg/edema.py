@@ -31,9 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage as ndi
-from skimage.filters import apply_hysteresis_threshold
 
-from ._morph import sigma_vox
+from ._morph import bbox_slices, dilate_in_box, hysteresis_threshold, sigma_vox
 from .config import EdemaSettings, LesionSettings
 from .marrow import MarrowResult
 from .volume import Volume
@@ -129,18 +128,25 @@ def _smooth_within(
 ) -> NDArray[np.float32]:
     """In-plane Gaussian of ``image`` averaged over ``mask`` voxels only (unchanged outside it)."""
     sig = tuple(sigma_mm / sp if i < 2 else 0.0 for i, sp in enumerate(spacing_mm))
-    w = mask.astype(np.float32)
-    num = ndi.gaussian_filter(image * w, sig)
-    den = ndi.gaussian_filter(w, sig)
     out = image.copy()
-    np.divide(num, den, out=out, where=mask & (den > 1e-3))
+    # only the mask's box plus the kernel's reach (scipy's radius) matters: the same values there
+    box = bbox_slices(mask, [int(4.0 * sv + 0.5) for sv in sig])
+    if box is None:
+        return out
+    w = mask[box].astype(np.float32)
+    num = ndi.gaussian_filter(image[box] * w, sig)
+    den = ndi.gaussian_filter(w, sig)
+    np.divide(num, den, out=out[box], where=mask[box] & (den > 1e-3))
     return out
 
 
 def clean_lesions(mask: NDArray[np.bool_], voxel_ml: float, settings: LesionSettings) -> NDArray[np.bool_]:
     """Drop components smaller than ``min_lesion_ml`` or spanning fewer than ``min_slices`` slices."""
     structure = ndi.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[settings.connectivity])
-    lab, n = ndi.label(mask, structure=structure)
+    box = bbox_slices(mask)  # every component lies in the mask's box: label that only
+    if box is None:
+        return mask
+    lab, n = ndi.label(mask[box], structure=structure)
     if n == 0:
         return mask
     sizes = np.bincount(lab.ravel(), minlength=n + 1)
@@ -150,7 +156,9 @@ def clean_lesions(mask: NDArray[np.bool_], voxel_ml: float, settings: LesionSett
         span = np.array([0] + [(sl[2].stop - sl[2].start) if sl else 0 for sl in slices])
         keep &= span >= settings.min_slices
     keep[0] = False
-    return np.asarray(keep[lab])
+    out = np.zeros(mask.shape, bool)
+    out[box] = keep[lab]
+    return out
 
 
 def half_maximum(
@@ -216,7 +224,7 @@ def detect_edema(
     sigma = es.reference_sigma_mm if es.bias_correction else 1e6
     cand = empty
     for _ in range(2):  # second pass: reference without first-pass candidates
-        ref = normal & ~ndi.binary_dilation(cand, iterations=1)
+        ref = normal & ~dilate_in_box(cand, iterations=1)
         if ref.sum() < 50:
             ref = normal
         r_s = local_reference(b, ref, sigma, spacing)  # the local reference, then (in place) b over it
@@ -239,7 +247,7 @@ def detect_edema(
         score = np.minimum(score, score_t, out=score)
         del score_t
         score[~inside] = -1.0
-        cand = apply_hysteresis_threshold(score, 0.6, 1.0)
+        cand = hysteresis_threshold(score, 0.6, 1.0)
     mask = clean_lesions(cand & inside, stir.geometry.voxel_volume_ml, ls)
     if es.pv_fraction > 0 and mask.any():
         mask = clean_lesions(half_maximum(mask, r_s, es.pv_fraction, ls.connectivity),

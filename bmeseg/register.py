@@ -172,12 +172,12 @@ class RegistrationSettings:
         Metric samples per level at most (``None``: ``sampling_percentage``
         of every level). Bounds the cost of an iteration on fine grids: a
         384x384x20 STIR of 0.73 mm pixels (not shrunk on the 1 mm level) drew
-        590,000 samples there, 7x a knee's 85,000. 50,000 (the default) left
-        the recovered motion as accurate, within the scatter between sampling
-        seeds: max point error over 14 phantom studies x 4 seeds 0.534 mm
-        (uncapped above 100,000) -> 0.544 mm; a known motion added to the
-        6 real SIJ pairs: 0.85 -> 0.87 mm; tests/test_register.py's phantom at
-        knee size (85,000 samples before) 0.13 -> 0.16 mm over 5 seeds.
+        590,000 samples there, 7x a knee's 85,000. With 50,000 (the default)
+        the error against known motion stayed within the scatter between
+        sampling seeds: max point error over 14 phantom studies x 4 seeds
+        0.523 mm uncapped -> 0.544 mm; a known motion added to the 6 real SIJ
+        pairs 0.85 -> 0.87 mm; tests/test_register.py's phantom at knee size
+        (85,000 samples uncapped) 0.13 -> 0.16 mm over 5 seeds.
     """
 
     enabled: bool = True

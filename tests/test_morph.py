@@ -12,8 +12,10 @@ from bmeseg._morph import (
     ball,
     close_ball,
     dilate_ball,
+    dilate_in_box,
     edt,
     erode_ball,
+    hysteresis_threshold,
     in_plane_spacing,
     open_ball,
     within_in_plane,
@@ -133,3 +135,18 @@ def test_within_in_plane_equals_a_3d_transform() -> None:
             for dist in (1.0, 2.2, 20.0):
                 d3 = ndi.distance_transform_edt(~mask, sampling=in_plane_spacing(spacing))
                 assert np.array_equal(within_in_plane(mask, dist, spacing), d3 <= dist)
+
+
+def test_boxed_dilation_and_hysteresis_equal_the_full_ones() -> None:
+    from skimage.filters import apply_hysteresis_threshold
+
+    rng = np.random.default_rng(9)
+    for shape in [(30, 26, 9), (12, 40, 7)]:
+        score = ndi.gaussian_filter(rng.normal(size=shape), 1.5) * 4.0
+        score[:, :3, :] = 2.0  # a component touching the border
+        for low, high in [(0.6, 1.0), (1.2, 0.8)]:
+            assert np.array_equal(hysteresis_threshold(score, low, high), apply_hysteresis_threshold(score, low, high))
+        for mask in [*_masks(shape, 2)[:5], score > 1.0]:
+            for it in (1, 2):
+                assert np.array_equal(dilate_in_box(mask, iterations=it), ndi.binary_dilation(mask, iterations=it))
+    assert not hysteresis_threshold(np.zeros((4, 4, 4)), 0.6, 1.0).any()
