@@ -293,13 +293,14 @@ def _hull_per_slice(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     return out
 
 
-def _next_event(ev: NDArray[np.int8]) -> tuple[NDArray[np.int8], NDArray[np.int32]]:
+def _next_event(ev: NDArray[np.int8]) -> tuple[NDArray[np.int8], NDArray[np.signedinteger]]:
     """Type and distance (steps) of the first event strictly after each index along axis 0 (type 0: none)."""
     n = ev.shape[0]
-    pos = np.arange(n, dtype=np.int32).reshape((n,) + (1,) * (ev.ndim - 1))
-    idx = np.where(ev > 0, pos, np.int32(n))
+    dt = np.int16 if n < 32000 else np.int32
+    pos = np.arange(n, dtype=dt).reshape((n,) + (1,) * (ev.ndim - 1))
+    idx = np.where(ev > 0, pos, dt(n))
     nxt = np.minimum.accumulate(idx[::-1], axis=0)[::-1]
-    nxt = np.concatenate([nxt[1:], np.full((1, *ev.shape[1:]), n, np.int32)], axis=0)
+    nxt = np.concatenate([nxt[1:], np.full((1, *ev.shape[1:]), n, dt)], axis=0)
     typ = np.take_along_axis(np.concatenate([ev, np.zeros((1, *ev.shape[1:]), np.int8)], axis=0), nxt, axis=0)
     return typ, nxt - pos
 
@@ -312,8 +313,21 @@ def ray_enclosure(
 
     Unlike a flood fill from the outside, one gap in a cortex only opens the few rays through it.
     Rays that leave the field of view meeting nothing do not count either way; a voxel no ray
-    decides scores 0.
+    decides scores 0. Rays are in-plane, so slices are worked on in chunks of about 1 M voxels:
+    the temporaries stay small whatever the matrix.
     """
+    out = np.empty(wall.shape, np.float32)
+    per_slice = max(1, int(wall.shape[0]) * int(wall.shape[1]))
+    step_k = max(1, 1_000_000 // per_slice)
+    for k0 in range(0, int(wall.shape[2]), step_k):
+        sl = np.s_[:, :, k0:k0 + step_k]
+        out[sl] = _ray_enclosure_chunk(wall[sl], outside[sl], spacing, max_mm)
+    return out
+
+
+def _ray_enclosure_chunk(
+    wall: NDArray[np.bool_], outside: NDArray[np.bool_], spacing: tuple[float, ...], max_mm: float,
+) -> NDArray[np.float32]:
     ev = np.zeros(wall.shape, np.int8)
     ev[outside] = 2
     ev[wall] = 1
@@ -321,7 +335,7 @@ def ray_enclosure(
     hits = np.zeros(wall.shape, np.int8)
     decided = np.zeros(wall.shape, np.int8)
 
-    def count(typ: NDArray[np.int8], dist: NDArray[np.int32], step_mm: float) -> None:
+    def count(typ: NDArray[np.int8], dist: NDArray[np.signedinteger], step_mm: float) -> None:
         hits[...] += (typ == 1) & (dist * step_mm <= max_mm)
         decided[...] += typ > 0
 
