@@ -140,15 +140,25 @@ def _smooth_within(
     return out
 
 
+def _label_lesions(
+    mask: NDArray[np.bool_], connectivity: int,
+) -> tuple[tuple[slice, ...], NDArray[np.int32], int] | None:
+    """Lesion labels of ``mask`` with ``connectivity`` (6, 18 or 26), on the mask's bounding box only
+    (every component lies there): ``(box, labels, n)``, or None for an empty mask."""
+    box = bbox_slices(mask)
+    if box is None:
+        return None
+    structure = ndi.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity])
+    lab, n = ndi.label(mask[box], structure=structure)
+    return box, lab, int(n)
+
+
 def clean_lesions(mask: NDArray[np.bool_], voxel_ml: float, settings: LesionSettings) -> NDArray[np.bool_]:
     """Drop components smaller than ``min_lesion_ml`` or spanning fewer than ``min_slices`` slices."""
-    structure = ndi.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[settings.connectivity])
-    box = bbox_slices(mask)  # every component lies in the mask's box: label that only
-    if box is None:
+    labelled = _label_lesions(mask, settings.connectivity)
+    if labelled is None or labelled[2] == 0:
         return mask
-    lab, n = ndi.label(mask[box], structure=structure)
-    if n == 0:
-        return mask
+    box, lab, n = labelled
     sizes = np.bincount(lab.ravel(), minlength=n + 1)
     keep = sizes * voxel_ml >= settings.min_lesion_ml
     if settings.min_slices > 1:
@@ -168,23 +178,25 @@ def half_maximum(
     of that lesion's core excess (its 90th percentile): the outline at ``fraction`` of the lesion's
     own contrast, as partial volume and a soft edge spread a lesion over a wider fringe.
 
-    Vectorised: one label pass, one sort of the lesion voxels by (label, value).
+    Vectorised: one label pass on the mask's box, one sort of the lesion voxels by (label, value).
     """
-    structure = ndi.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity])
-    lab, n = ndi.label(mask, structure=structure)
-    if n == 0:
+    labelled = _label_lesions(mask, connectivity)
+    if labelled is None or labelled[2] == 0:
         return mask
+    box, lab, n = labelled
     idx = np.flatnonzero(lab)
     lv = lab.ravel()[idx]
-    val = np.asarray(ratio, dtype=np.float64).ravel()[idx] - 1.0
+    val = np.asarray(ratio[box], dtype=np.float64).ravel()[idx] - 1.0
     order = np.lexsort((val, lv))
     counts = np.bincount(lv, minlength=n + 1)[1:]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     p90 = val[order][starts + np.floor(0.9 * (counts - 1)).astype(np.int64)]
     core = np.concatenate([[np.inf], p90])
-    keep = np.zeros(mask.size, bool)
-    keep[idx] = val >= fraction * core[lv]
-    return keep.reshape(mask.shape)
+    inner = np.zeros(lab.size, bool)
+    inner[idx] = val >= fraction * core[lv]
+    keep = np.zeros(mask.shape, bool)
+    keep[box] = inner.reshape(lab.shape)
+    return keep
 
 
 def detect_edema(

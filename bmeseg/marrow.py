@@ -375,11 +375,6 @@ def _close_walls(cortex: NDArray[np.bool_], radius_mm: float, spacing: tuple[flo
     return np.asarray(closed[tuple(slice(p, p + n) for (p, _), n in zip(pad, cortex.shape, strict=True))]) | cortex
 
 
-def _disc(radius_mm: float, spacing: tuple[float, ...]) -> NDArray[np.bool_]:
-    """In-plane disc of ``radius_mm`` (no reach across slices)."""
-    return ball(radius_mm, (spacing[0], spacing[1], 1e6))
-
-
 def _cavities(
     a: NDArray[np.float32], b: NDArray[np.float32], body: NDArray[np.bool_], cover: NDArray[np.bool_],
     fat: NDArray[np.bool_],
@@ -420,7 +415,8 @@ def _cavities(
     stir_line = (sb < s.wall_stir_ratio * fat_stir) & (sb < s.wall_stir_ratio * ndi.grey_closing(sb, size=(7, 7, 1)))
     cortex = body & (b < s_thr) & (t1_line | stir_line)
     wall = _close_walls(cortex, s.wall_closing_mm, spacing)
-    outside = ndi.binary_propagation(((~body) | shell) & ~wall, structure=in_plane, mask=~wall)
+    from_outside = ((~body) | shell) & ~wall  # where the outside starts: the flood fill's and the rays' seeds
+    outside = ndi.binary_propagation(from_outside, structure=in_plane, mask=~wall)
     enclosed = body & ~outside & ~wall & cover
     levels["cortex_t1_threshold"] = s.cortex_t1_level * t_lo
 
@@ -435,7 +431,7 @@ def _cavities(
     fat_open &= ~np.isin(lab2, touching[touching > 0])
     min_vox = max(1, round(s.min_bone_ml / vox_ml))
     pieces, n = ndi.label(fat_open, structure=ndi.generate_binary_structure(3, 1))
-    rays = ray_enclosure(wall, ((~body) | shell) & ~wall, spacing, max_mm=s.ray_mm)
+    rays = ray_enclosure(wall, from_outside, spacing, max_mm=s.ray_mm)
     if n:
         size = np.bincount(pieces.ravel(), minlength=n + 1)
         inside = np.bincount(pieces[enclosed], minlength=n + 1)
@@ -475,7 +471,7 @@ def _cavities(
         closed = close_ball(sub, s.closing_mm, spacing)[unpad] | comp[box]
         if s.hull_claims:
             # ... of the hull, only what the cortex surrounds (not the muscle beside a bone's flare)
-            near = ndi.distance_transform_edt(~comp[box], sampling=(spacing[0], spacing[1], 1e6)) <= s.hull_mm
+            near = within_in_plane(comp[box], s.hull_mm, spacing)
             closed |= _hull_per_slice(comp[box]) & (rays[box] >= s.ray_enclosed) & near
         closed = fill_holes_per_slice(closed)
         closed = np.asarray(ndi.binary_fill_holes(closed))
