@@ -1,0 +1,30 @@
+"""Presets load and validate; out-of-range settings are refused with the key named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bmeseg.config import load_settings
+from bmeseg.errors import ConfigError
+
+PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "pipelines").glob("*.toml"))
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_loads(name: str) -> None:
+    s = load_settings(name)
+    assert s.to_dict()["marrow"]["ray_mm"] > 0
+
+
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("marrow", "ray_enclosed", 1.5),
+    ("marrow", "ray_solidity", -0.1),
+    ("marrow", "ray_mm", 0.0),
+    ("marrow", "hull_mm", -1.0),
+    ("edema", "pv_fraction", 1.0),
+])
+def test_out_of_range_setting_names_its_key(section: str, key: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=f"{section}.{key}"):
+        load_settings("knee", overrides={section: {key: value}})
