@@ -98,6 +98,19 @@ class MarrowSettings:
     band_mm: float = 20.0
     # fluid (CSF, effusion, bladder): STIR above this multiple of muscle and T1 below muscle
     fluid_stir_ratio: float = 3.0
+    # ... and T1 below this multiple of muscle (fluid is dark on T1; partial volume with nerve roots
+    # brings CSF in the sacral canal up to ~0.9x muscle)
+    fluid_t1_level: float = 0.6
+    # periarticular search: keep only the band's voxels on marrow-like ground ("support"): smoothed T1
+    # between support_t1_low and support_t1_high of the muscle-to-fat range (mixed marrow; muscle ~0, fat
+    # ~1), not fluid-bright, opened by support_open_mm (cuts muscle-fat partial-volume rims), in-plane
+    # pieces of at least support_min_cm2, then closed by support_close_mm (lesions and sclerosis that
+    # darken T1 inside the bone) and hole-filled per slice. support_close_mm = 0: off
+    support_t1_low: float = 0.1
+    support_t1_high: float = 0.75
+    support_open_mm: float = 2.0
+    support_min_cm2: float = 2.0
+    support_close_mm: float = 0.0
     # normal mixed marrow: T1 above muscle by this fraction of the muscle-to-fat range
     normal_t1_level: float = 0.1
 
@@ -267,6 +280,11 @@ def _validate(s: PipelineSettings) -> None:
     check(m.band_mm > 0, "marrow.band_mm", "must be > 0")
     check(m.joint_sheets >= 1, "marrow.joint_sheets", "must be >= 1")
     check(m.fluid_stir_ratio > 1, "marrow.fluid_stir_ratio", "must be > 1")
+    check(0 < m.fluid_t1_level <= 2, "marrow.fluid_t1_level", "must be in (0, 2]")
+    check(m.support_t1_low < m.support_t1_high, "marrow.support_t1_low", "must be below marrow.support_t1_high")
+    check(m.support_open_mm >= 0, "marrow.support_open_mm", "must be >= 0")
+    check(m.support_min_cm2 >= 0, "marrow.support_min_cm2", "must be >= 0")
+    check(m.support_close_mm >= 0, "marrow.support_close_mm", "must be >= 0")
     check(0 <= m.normal_t1_level < 1, "marrow.normal_t1_level", "must be in [0, 1)")
     e = s.edema
     check(e.stir_tukey_k >= 0, "edema.stir_tukey_k", "must be >= 0")

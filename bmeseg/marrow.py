@@ -222,8 +222,9 @@ def _fluid(
     sa: NDArray[np.float32], sb: NDArray[np.float32], levels: dict[str, float], s: MarrowSettings,
     spacing: tuple[float, ...],
 ) -> NDArray[np.bool_]:
-    """Free fluid: cortex-dark on T1 and fluid-bright on STIR (CSF, effusion, bladder), grown 1 mm."""
-    fluid = (sb > s.fluid_stir_ratio * levels["muscle_stir"]) & (sa < s.cortex_t1_level * levels["muscle_t1"])
+    """Free fluid: dark on T1 (below ``fluid_t1_level`` x muscle) and fluid-bright on STIR (CSF,
+    effusion, bladder), grown 1 mm."""
+    fluid = (sb > s.fluid_stir_ratio * levels["muscle_stir"]) & (sa < s.fluid_t1_level * levels["muscle_t1"])
     return dilate_ball(fluid, 1.0, in_plane_spacing(spacing))
 
 
@@ -264,9 +265,38 @@ def _periarticular(
             else ndi.distance_transform_edt(~sheets, sampling=tuple(far)) <= s.band_mm)
     band = body & near & ~sheets
     band &= ~_fluid(sa, sb, levels, s, spacing) & cover
+    if s.support_close_mm > 0:
+        band &= _marrow_support(sa, sb, inner, tl, spacing, s)
     bones = largest_components(band, n=s.max_bones, min_voxels=max(1, round(s.min_bone_ml / vox_ml)))
     normal = (bones > 0) & _normal_mixed(sa, sb, tl, s)
     return MarrowResult(bones, normal, levels)
+
+
+def _marrow_support(
+    sa: NDArray[np.float32], sb: NDArray[np.float32], inner: NDArray[np.bool_], tl: dict[str, float],
+    spacing: tuple[float, ...], s: MarrowSettings,
+) -> NDArray[np.bool_]:
+    """Where the ground is marrow: mixed-marrow T1 (between muscle and fat), closed over lesions.
+
+    The subchondral band also crosses muscle, discs, vessels and bowel near the joints. On T1
+    mixed marrow sits between muscle and fat; the rims where muscle meets fat do too, but they are
+    thin, so an in-plane opening removes them, and in-plane pieces smaller than a bone's cross-section
+    are dropped. A closing and per-slice hole filling then take back what a lesion or subchondral
+    sclerosis darkened inside the bone.
+    """
+    ips = in_plane_spacing(spacing)
+    u = (sa - tl["muscle_t1"]) / max(tl["fat_t1"] - tl["muscle_t1"], 1e-6)
+    like = inner & (u > s.support_t1_low) & (u < s.support_t1_high) & (sb < s.fluid_stir_ratio * tl["muscle_stir"])
+    if s.support_open_mm > 0:
+        like = open_ball(like, s.support_open_mm, ips)
+    lab, n = ndi.label(like, structure=in_plane_structure())  # in-plane pieces, slice by slice
+    if n:
+        area = np.bincount(lab.ravel(), minlength=n + 1) * (spacing[0] * spacing[1] / 100.0)
+        ok = area >= s.support_min_cm2
+        ok[0] = False
+        like = ok[lab]
+    support = close_ball(like, s.support_close_mm, ips) | like
+    return fill_holes_per_slice(support) & inner
 
 
 def _solidity(labels: NDArray[np.int32], n: int) -> NDArray[np.float64]:

@@ -24,6 +24,11 @@ def test_every_preset_loads(name: str) -> None:
     ("marrow", "ray_mm", 0.0),
     ("marrow", "hull_mm", -1.0),
     ("edema", "pv_fraction", 1.0),
+    ("marrow", "fluid_t1_level", 0.0),
+    ("marrow", "support_t1_low", 0.9),
+    ("marrow", "support_open_mm", -1.0),
+    ("marrow", "support_min_cm2", -1.0),
+    ("marrow", "support_close_mm", -2.0),
 ])
 def test_out_of_range_setting_names_its_key(section: str, key: str, value: float) -> None:
     with pytest.raises(ConfigError, match=f"{section}.{key}"):

@@ -1,0 +1,79 @@
+"""The mixed-marrow ground of the periarticular search (sij preset) and the fluid test's T1 level.
+
+Scene values are in units of muscle: muscle T1 400, fat T1 1500, mixed marrow T1 700 (0.27 of the
+muscle-to-fat range, as normal sacral marrow on the real SIJ scans), muscle STIR 300.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from bmeseg.config import load_settings
+from bmeseg.marrow import _fluid, _marrow_support
+
+SHAPE = (120, 120, 4)
+SPACING = (0.6, 0.6, 3.3)
+LEVELS = {"muscle_t1": 400.0, "fat_t1": 1500.0, "muscle_stir": 300.0}
+
+
+def _scene() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    ii, jj = np.meshgrid(np.arange(SHAPE[0]), np.arange(SHAPE[1]), indexing="ij")
+    t1 = np.full(SHAPE, 400.0, np.float32)
+    st = np.full(SHAPE, 300.0, np.float32)
+    bone2 = np.hypot(ii - 40, jj - 40) < 25  # 15 mm radius: ~7 cm2 per slice
+    lesion2 = np.hypot(ii - 40, jj - 52) < 8  # 4.8 mm, 3 mm short of the bone's edge: T1 as dark as muscle
+    speck2 = np.hypot(ii - 95, jj - 95) < 6  # ~0.4 cm2 of marrow-like signal: bowel, a vessel's wall
+    rim2 = (np.abs(ii - 95) <= 1) & (jj < 70)  # a 3-voxel fat plane through muscle
+    t1[bone2] = 700.0
+    t1[lesion2 & bone2] = 400.0
+    st[lesion2 & bone2] = 700.0
+    t1[speck2] = 700.0
+    t1[rim2] = 1500.0
+    masks = {name: np.repeat(m[:, :, None], SHAPE[2], axis=2) for name, m in
+             (("bone", bone2), ("lesion", lesion2 & bone2), ("speck", speck2), ("rim", rim2))}
+    return t1, st, masks
+
+
+def _support(t1: np.ndarray, st: np.ndarray) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    s = load_settings("sij").marrow
+    sig = (0.5 / SPACING[0], 0.5 / SPACING[1], 0.0)  # the same light smoothing find_marrow applies
+    sa, sb = ndi.gaussian_filter(t1, sig), ndi.gaussian_filter(st, sig)
+    inner = np.ones(SHAPE, bool)
+    return _marrow_support(sa, sb, inner, LEVELS, SPACING, s)
+
+
+def test_support_keeps_bone_with_its_lesion_and_drops_muscle_rims_and_specks() -> None:
+    t1, st, m = _scene()
+    sup = _support(t1, st)
+    assert sup[m["bone"]].mean() > 0.99
+    assert sup[m["lesion"]].all()  # darkened T1 inside the bone: closed back in
+    assert not sup[m["speck"]].any()  # smaller than a bone's cross-section
+    # the fat plane's partial-volume edges are marrow-like in T1 but thin: opened away
+    near_rim = np.zeros(SHAPE, bool)
+    near_rim[92:99, :70] = True
+    assert not sup[near_rim].any()
+    muscle = ~m["bone"] & ~m["speck"] & ~m["rim"]
+    assert sup[muscle].mean() < 0.02
+
+
+def test_support_is_off_without_marrow_like_ground() -> None:
+    t1, st, _ = _scene()
+    t1[:] = 400.0  # all muscle
+    assert not _support(t1, st).any()
+
+
+def test_fluid_t1_level_decides_partial_volume_csf() -> None:
+    # CSF with nerve roots: STIR 5x muscle, T1 0.88x muscle (measured on a real sacral canal)
+    sa = np.full(SHAPE, 400.0, np.float32)
+    sb = np.full(SHAPE, 300.0, np.float32)
+    sa[50:60, 50:60] = 0.88 * 400.0
+    sb[50:60, 50:60] = 5 * 300.0
+    s = load_settings("sij").marrow
+    assert s.fluid_t1_level == 1.0
+    assert _fluid(sa, sb, LEVELS, s, SPACING)[52:58, 52:58].all()
+    strict = dataclasses.replace(s, fluid_t1_level=0.6)  # the knee's level: cortex-dark fluid only
+    assert not _fluid(sa, sb, LEVELS, strict, SPACING).any()
