@@ -27,9 +27,12 @@ mixed: on T1 it is between muscle and fat and overlaps muscle in intensity, so t
    the lumbosacral disc-endplate complex, the strongest dark structures in the pelvis;
 3. the search region is the subchondral band within ``band_mm`` of those sheets, in
    plane (the readers' region in Hepburn et al. and the ASAS definition are subchondral);
-4. fluid (STIR above ``fluid_stir_ratio`` x muscle and T1 as dark as cortex: CSF in the
+4. fluid (STIR above ``fluid_stir_ratio`` x muscle and T1 below ``fluid_t1_level`` x muscle: CSF in the
    sacral canal, joint fluid, bladder) is cut out of the region (in both methods), and "normal" marrow is
-   the part brighter on T1 than muscle (by ``normal_t1_level`` of the muscle-fat range).
+   the part brighter on T1 than muscle (by ``normal_t1_level`` of the muscle-fat range);
+5. where the preset asks (``support_close_mm`` > 0), the band keeps only marrow-like ground: T1 between
+   muscle and fat, opened (muscle-fat rims), in-plane pieces of a bone's size, closed over lesions. This
+   takes discs, vessels, bowel and most muscle out of the band.
 
 With a bone mask or label map (``--bone-mask``), the marrow is that mask minus a
 thin cortical rim.
