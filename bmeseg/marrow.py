@@ -180,25 +180,23 @@ def find_marrow(
     levels = {"t1_low": t_lo, "t1_high": t_hi, "t1_fat_threshold": t_thr,
               "stir_low": s_lo, "stir_high": s_hi, "stir_fat_threshold": s_thr}
 
+    if bone_mask is not None and not bone_mask.geometry.same_grid(stir.geometry, tol_mm=1e-2):
+        raise InputError("bone mask is not on the fluid-sensitive grid (resample it first)")
+    if bone_mask is None or s.search == "periarticular":  # muscle and fat levels (a given fatty-marrow mask needs none)
+        sa, sb = _smooth_in_plane(a, b, spacing)
+        levels.update(tissue_levels(sa, sb, body, spacing, shell_mm=s.body_shell_mm, cover=cover))
     if bone_mask is not None:
-        if not bone_mask.geometry.same_grid(stir.geometry, tol_mm=1e-2):
-            raise InputError("bone mask is not on the fluid-sensitive grid (resample it first)")
         lab = np.asarray(bone_mask.array).astype(np.int32)
         if s.cortex_margin_mm > 0:
             inner = erode_ball(lab > 0, s.cortex_margin_mm, spacing)
             lab = np.where(inner, lab, 0).astype(np.int32)
         if s.search == "periarticular":
-            sm_a, sm_b = _smooth_in_plane(a, b, spacing)
-            tl = tissue_levels(sm_a, sm_b, body, spacing, shell_mm=s.body_shell_mm, cover=cover)
-            levels.update(tl)
-            normal = (lab > 0) & _normal_mixed(sm_a, sm_b, tl, s) & cover
+            normal = (lab > 0) & _normal_mixed(sa, sb, levels, s) & cover
         else:
             normal = fat & (lab > 0)
         return MarrowResult(lab, normal, levels)
     if s.search == "periarticular":
-        return _periarticular(a, b, body, cover, spacing, vox_ml, s, levels)
-    sa, sb = _smooth_in_plane(a, b, spacing)
-    levels.update(tissue_levels(sa, sb, body, spacing, shell_mm=s.body_shell_mm, cover=cover))
+        return _periarticular(sa, sb, body, cover, spacing, vox_ml, s, levels)
     res = _cavities(a, b, body, cover, fat, spacing, vox_ml, s, levels, t_lo, s_thr)
     # fluid inside the bone outline (sacral canal CSF, a cyst, effusion in a notch) is not marrow
     fluid = _fluid(sa, sb, levels, s, spacing)
@@ -248,18 +246,16 @@ def _normal_mixed(
 
 
 def _periarticular(
-    a: NDArray[np.float32], b: NDArray[np.float32], body: NDArray[np.bool_], cover: NDArray[np.bool_],
+    sa: NDArray[np.float32], sb: NDArray[np.float32], body: NDArray[np.bool_], cover: NDArray[np.bool_],
     spacing: tuple[float, ...],
     vox_ml: float, s: MarrowSettings, levels: dict[str, float],
 ) -> MarrowResult:
-    """Subchondral band around the joint cortex (mixed marrow: sacroiliac joints, spine)."""
-    sa, sb = _smooth_in_plane(a, b, spacing)
-    tl = tissue_levels(sa, sb, body, spacing, shell_mm=s.body_shell_mm, cover=cover)
-    levels.update(tl)
+    """Subchondral band around the joint cortex (mixed marrow: sacroiliac joints, spine), from the
+    lightly smoothed images ``sa``/``sb`` and the scan's ``levels`` (with :func:`tissue_levels`' keys)."""
     inner = erode_ball(body, s.body_shell_mm, in_plane_spacing(spacing)) & cover
-    cortex = inner & (sa < s.cortex_t1_level * tl["muscle_t1"]) & (sb < tl["muscle_stir"])
+    cortex = inner & (sa < s.cortex_t1_level * levels["muscle_t1"]) & (sb < levels["muscle_stir"])
     sheets = largest_components(cortex, n=s.joint_sheets, min_voxels=max(1, round(s.joint_min_ml / vox_ml)), connectivity=3) > 0
-    levels["cortex_t1_threshold"] = s.cortex_t1_level * tl["muscle_t1"]
+    levels["cortex_t1_threshold"] = s.cortex_t1_level * levels["muscle_t1"]
     levels["joint_cortex_ml"] = float(sheets.sum() * vox_ml)
     # in-plane distance only: a 3.3 mm slice must not carry the band into the next bone
     far = np.array(spacing, float)
@@ -269,9 +265,9 @@ def _periarticular(
     band = body & near & ~sheets
     band &= ~_fluid(sa, sb, levels, s, spacing) & cover
     if s.support_close_mm > 0:
-        band &= _marrow_support(sa, sb, inner, tl, spacing, s)
+        band &= _marrow_support(sa, sb, inner, levels, spacing, s)
     bones = largest_components(band, n=s.max_bones, min_voxels=max(1, round(s.min_bone_ml / vox_ml)))
-    normal = (bones > 0) & _normal_mixed(sa, sb, tl, s)
+    normal = (bones > 0) & _normal_mixed(sa, sb, levels, s)
     return MarrowResult(bones, normal, levels)
 
 
