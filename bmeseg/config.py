@@ -35,6 +35,7 @@ __all__ = [
 ANATOMIES = ("knee", "sij", "hip", "ankle", "spine", "generic")
 SCHEMES = ("moaks", "sparcc", "ramris", "fraction")
 SEARCHES = ("cavity", "periarticular")
+BIAS_FIELDS = ("none", "n4")
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,12 @@ class MarrowSettings:
     support_close_mm: float = 0.0
     # normal mixed marrow: T1 above muscle by this fraction of the muscle-to-fat range
     normal_t1_level: float = 0.1
+    # periarticular search: the joint space between two cortical sheets (cartilage, a fluid line) is
+    # closed into the joint by an in-plane closing of the sheets of this radius (mm; 0: off)
+    joint_close_mm: float = 0.0
+    # slow coil-sensitivity (bias) correction of the T1 before marrow finding: "none" or "n4" (bmeseg.bias);
+    # edema finding needs none (it compares with a local normal-marrow level)
+    bias_field: str = "none"
 
 
 @dataclass(frozen=True)
@@ -275,6 +282,7 @@ def _validate(s: PipelineSettings) -> None:
     check(m.cortex_search_mm > 0, "marrow.cortex_search_mm", "must be > 0")
     check(m.max_bones >= 1, "marrow.max_bones", "must be >= 1")
     check(m.search in SEARCHES, "marrow.search", f"must be one of {set(SEARCHES)}; got {m.search!r}")
+    check(m.bias_field in BIAS_FIELDS, "marrow.bias_field", f"must be one of {set(BIAS_FIELDS)}; got {m.bias_field!r}")
     check(m.body_shell_mm > 0, "marrow.body_shell_mm", "must be > 0")
     check(m.joint_min_ml > 0, "marrow.joint_min_ml", "must be > 0")
     check(m.band_mm > 0, "marrow.band_mm", "must be > 0")
@@ -285,6 +293,7 @@ def _validate(s: PipelineSettings) -> None:
     check(m.support_open_mm >= 0, "marrow.support_open_mm", "must be >= 0")
     check(m.support_min_cm2 >= 0, "marrow.support_min_cm2", "must be >= 0")
     check(m.support_close_mm >= 0, "marrow.support_close_mm", "must be >= 0")
+    check(m.joint_close_mm >= 0, "marrow.joint_close_mm", "must be >= 0")
     check(0 <= m.normal_t1_level < 1, "marrow.normal_t1_level", "must be in [0, 1)")
     e = s.edema
     check(e.stir_tukey_k >= 0, "edema.stir_tukey_k", "must be >= 0")

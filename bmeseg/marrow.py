@@ -172,6 +172,10 @@ def find_marrow(
     seen = body & cover
     if seen.sum() < 100:
         raise InputError("the T1 series does not overlap the body on the fluid-sensitive image")
+    if s.bias_field != "none":
+        from .bias import n4_field
+
+        a = np.where(cover, a / n4_field(a, seen, spacing), 0).astype(np.float32)
     t_lo, t_hi = (float(v) for v in np.percentile(a[seen], [20.0, 97.0]))
     s_lo, s_hi = (float(v) for v in np.percentile(b[seen], [3.0, 97.0]))
     t_thr = t_lo + s.t1_fat_level * (t_hi - t_lo)
@@ -262,7 +266,8 @@ def _periarticular(
     far[2] = 1e6
     near = (within_in_plane(sheets, s.band_mm, spacing) if sheets.any()  # (per slice: no 3-D transform's memory)
             else ndi.distance_transform_edt(~sheets, sampling=tuple(far)) <= s.band_mm)
-    band = body & near & ~sheets
+    joint = close_ball(sheets, s.joint_close_mm, in_plane_spacing(spacing)) | sheets if s.joint_close_mm > 0 else sheets
+    band = body & near & ~joint
     band &= ~_fluid(sa, sb, levels, s, spacing) & cover
     if s.support_close_mm > 0:
         band &= _marrow_support(sa, sb, inner, levels, spacing, s)

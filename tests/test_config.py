@@ -29,6 +29,8 @@ def test_every_preset_loads(name: str) -> None:
     ("marrow", "support_open_mm", -1.0),
     ("marrow", "support_min_cm2", -1.0),
     ("marrow", "support_close_mm", -2.0),
+    ("marrow", "joint_close_mm", -1.0),
+    ("marrow", "bias_field", "n5"),
 ])
 def test_out_of_range_setting_names_its_key(section: str, key: str, value: float) -> None:
     with pytest.raises(ConfigError, match=f"{section}.{key}"):

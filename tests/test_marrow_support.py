@@ -11,7 +11,8 @@ import dataclasses
 import numpy as np
 
 from bmeseg.config import load_settings
-from bmeseg.marrow import _fluid, _marrow_support
+from bmeseg.marrow import _fluid, _marrow_support, find_marrow
+from bmeseg.volume import Geometry, Volume
 
 SHAPE = (120, 120, 4)
 SPACING = (0.6, 0.6, 3.3)
@@ -77,3 +78,44 @@ def test_fluid_t1_level_decides_partial_volume_csf() -> None:
     assert _fluid(sa, sb, LEVELS, s, SPACING)[52:58, 52:58].all()
     strict = dataclasses.replace(s, fluid_t1_level=0.6)  # the knee's level: cortex-dark fluid only
     assert not _fluid(sa, sb, LEVELS, strict, SPACING).any()
+
+
+def _joint_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Two mixed-marrow bones meeting at a joint: two 2 mm cortical lines (dark on both images), 3 mm
+    of cartilage between them (T1 a little above muscle, STIR 2x muscle), one line broken every 12 mm
+    (partial volume where the slice grazes it). Muscle inside subcutaneous fat; 1 mm pixels, 4 mm slices."""
+    shape = (160, 160, 6)
+    ii, jj = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    body = ((ii - 80) / 76) ** 2 + ((jj - 80) / 70) ** 2 < 1
+    inner = ((ii - 80) / 66) ** 2 + ((jj - 80) / 60) ** 2 < 1
+    t1 = np.where(body, 1500.0, 0.0)
+    st = np.where(body, 100.0, 0.0)
+    t1[inner], st[inner] = 400.0, 300.0
+    rows = np.abs(jj - 80) < 25
+    gap = rows & (ii >= 79) & (ii < 82)
+    cortex = rows & (((ii >= 77) & (ii < 79)) | ((ii >= 82) & (ii < 84))) & ~((jj % 12 == 0) & (ii < 79))
+    bone = rows & (ii >= 45) & (ii <= 115) & ~gap & ~cortex
+    t1[bone], st[bone] = 800.0, 250.0
+    t1[cortex], st[cortex] = 100.0, 50.0
+    t1[gap], st[gap] = 500.0, 600.0
+    rng = np.random.default_rng(0)
+    t1 = np.abs(t1 + rng.normal(0, 15, t1.shape) * body)
+    st = np.abs(st + rng.normal(0, 10, st.shape) * body)
+    rep = lambda a: np.repeat(a[:, :, None], shape[2], axis=2)  # noqa: E731
+    return rep(t1).astype(np.float32), rep(st).astype(np.float32), rep(gap), rep(bone)
+
+
+def test_joint_closing_keeps_the_joint_space_out_of_the_marrow() -> None:
+    """Where one cortical line has gaps, the band reaches the cartilage between the two lines; closing
+    the sheets (``joint_close_mm``) makes the joint space part of the joint, not of the marrow."""
+    t1, st, gap, bone = _joint_scene()
+    g = Geometry(t1.shape, (1.0, 1.0, 4.0), (0.0, 0.0, 0.0), np.eye(3))
+    s = load_settings("sij").marrow
+    assert s.joint_close_mm > 0
+    open_joint = find_marrow(Volume(t1, g), Volume(st, g), dataclasses.replace(s, joint_close_mm=0.0))
+    closed = find_marrow(Volume(t1, g), Volume(st, g), s)
+    assert open_joint.mask[gap].mean() > 0.5
+    assert closed.mask[gap].mean() < 0.3
+    # the subchondral marrow on both sides is kept as before
+    assert closed.mask[bone].mean() > 0.2
+    assert abs(closed.mask[bone].mean() - open_joint.mask[bone].mean()) < 0.01
