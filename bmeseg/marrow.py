@@ -19,6 +19,9 @@ This ``search = "cavity"`` method needs marrow that is fattier than anything but
 mixed: on T1 it is between muscle and fat and overlaps muscle in intensity, so the
 ``search = "periarticular"`` method (sij preset) uses bone *shape* instead:
 
+0. where the preset asks (``bias_field = "n4"``), the T1's slow coil shading is divided out first
+   (:mod:`bmeseg.bias`): otherwise muscle near the coil reaches the T1 of marrow and the fat level
+   is inflated by the brightest fat;
 1. reference tissue levels of the scan: muscle (the lower T1 mode well inside the
    body) and fat (the body's high T1 level);
 2. the articular cortex and endplates: voxels well inside the body (not skin, not
@@ -26,7 +29,9 @@ mixed: on T1 it is between muscle and fat and overlaps muscle in intensity, so t
    muscle), in the ``joint_sheets`` largest 3-D connected sheets of at least ``joint_min_ml``: the SI joint lines and
    the lumbosacral disc-endplate complex, the strongest dark structures in the pelvis;
 3. the search region is the subchondral band within ``band_mm`` of those sheets, in
-   plane (the readers' region in Hepburn et al. and the ASAS definition are subchondral);
+   plane (the readers' region in Hepburn et al. and the ASAS definition are subchondral). The
+   sheets are first closed in-plane by ``joint_close_mm``, so the joint space between the two
+   cortical lines of a joint (cartilage, a fluid line) belongs to the joint, not to the band;
 4. fluid (STIR above ``fluid_stir_ratio`` x muscle and T1 below ``fluid_t1_level`` x muscle: CSF in the
    sacral canal, joint fluid, bladder) is cut out of the region (in both methods), and "normal" marrow is
    the part brighter on T1 than muscle (by ``normal_t1_level`` of the muscle-fat range);
