@@ -180,7 +180,7 @@ def find_marrow(
     if s.bias_field != "none":
         from .bias import n4_field
 
-        a = np.where(cover, a / n4_field(a, seen, spacing), 0).astype(np.float32)
+        a = a / n4_field(a, seen, spacing)  # (zeros where the T1 does not reach stay zero)
     t_lo, t_hi = (float(v) for v in np.percentile(a[seen], [20.0, 97.0]))
     s_lo, s_hi = (float(v) for v in np.percentile(b[seen], [3.0, 97.0]))
     t_thr = t_lo + s.t1_fat_level * (t_hi - t_lo)
