@@ -26,6 +26,7 @@ All of it is whole-array numpy/scipy: no Python loop over voxels.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,10 +72,15 @@ def local_reference(
     well under 1 % and is ~10x faster on a 336x336x25 scan. Where the reference is too
     sparse (weight < 1 % of its peak) the global reference median is used.
     """
+    fallback = float(np.median(image[reference])) if reference.any() else float(np.median(image))
+    if math.isinf(sigma_mm):  # no bias correction: one reference for the whole scan
+        mean = float(np.mean(image[reference], dtype=np.float64)) if reference.any() else fallback
+        return np.full(image.shape, mean, np.float32)
     sig = sigma_vox(sigma_mm, spacing_mm)
     num_full = np.where(reference, image, 0).astype(np.float32, copy=False)
     w_full = reference.astype(np.float32)
-    factors = tuple(max(1, int(sv // 6)) if coarse else 1 for sv in sig)
+    # (a block is never larger than its axis: a sigma of metres must not pad the array to match)
+    factors = tuple(min(max(1, int(sv // 6)), n) if coarse else 1 for sv, n in zip(sig, image.shape, strict=True))
     if max(factors) > 1:
         num = _block_mean(num_full, factors)
         w = _block_mean(w_full, factors)
@@ -84,7 +90,6 @@ def local_reference(
     else:
         num = ndi.gaussian_filter(num_full, sig, mode="nearest")
         den = ndi.gaussian_filter(w_full, sig, mode="nearest")
-    fallback = float(np.median(image[reference])) if reference.any() else float(np.median(image))
     ok = den > 0.01 * float(den.max() if den.size else 0.0)
     out = np.full(image.shape, fallback, np.float32)
     np.divide(num, den, out=out, where=ok)
@@ -233,7 +238,7 @@ def detect_edema(
         return EdemaResult(empty, np.ones_like(b), np.ones_like(a),
                            {"stir_ratio": float("nan"), "t1_ratio": float("nan"), "reference_voxels": float(normal.sum())})
 
-    sigma = es.reference_sigma_mm if es.bias_correction else 1e6
+    sigma = es.reference_sigma_mm if es.bias_correction else math.inf
     cand = empty
     for _ in range(2):  # second pass: reference without first-pass candidates
         ref = normal & ~dilate_in_box(cand, iterations=1)

@@ -36,3 +36,27 @@ def test_no_lesion_no_edema_and_deterministic() -> None:
     _, e2, _ = detect(t1, stir, s)
     assert m1.bme_volume_ml < 0.2
     assert np.array_equal(e1.mask, e2.mask)
+
+
+def test_without_bias_correction_one_reference_for_the_scan() -> None:
+    """``bias_correction = false`` compares every voxel with the scan's one normal-marrow level.
+    (It once sized the coarse reference grid from an effectively infinite sigma and asked numpy for
+    petabytes.) The lesion is still found; the STIR ratio image is the STIR over one constant."""
+    import dataclasses
+    import math
+
+    from bmeseg.edema import local_reference
+
+    t1, stir, truth = tiny_pair()
+    s = load_settings("generic")
+    s = dataclasses.replace(s, edema=dataclasses.replace(s.edema, bias_correction=False))
+    marrow, edema, _ = detect(t1, stir, s)
+    assert _dice(edema.mask, truth.array) > 0.7
+    assert np.isfinite(edema.stir_ratio).all()
+    img = np.asarray(stir.array, np.float32)
+    level = float(img[marrow.normal].mean())
+    flat = local_reference(img, marrow.normal, math.inf, stir.geometry.spacing_mm)
+    assert np.ptp(flat) == 0 and np.isclose(flat.flat[0], level, rtol=1e-4)
+    # a very wide but finite sigma gives the same one level, not an out-of-memory error
+    wide = local_reference(img, marrow.normal, 5000.0, stir.geometry.spacing_mm)
+    assert np.allclose(wide, level, rtol=1e-3)
