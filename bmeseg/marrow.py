@@ -261,17 +261,16 @@ def _periarticular(
 ) -> MarrowResult:
     """Subchondral band around the joint cortex (mixed marrow: sacroiliac joints, spine), from the
     lightly smoothed images ``sa``/``sb`` and the scan's ``levels`` (with :func:`tissue_levels`' keys)."""
-    inner = erode_ball(body, s.body_shell_mm, in_plane_spacing(spacing)) & cover
+    ips = in_plane_spacing(spacing)
+    inner = erode_ball(body, s.body_shell_mm, ips) & cover
     cortex = inner & (sa < s.cortex_t1_level * levels["muscle_t1"]) & (sb < levels["muscle_stir"])
     sheets = largest_components(cortex, n=s.joint_sheets, min_voxels=max(1, round(s.joint_min_ml / vox_ml)), connectivity=3) > 0
     levels["cortex_t1_threshold"] = s.cortex_t1_level * levels["muscle_t1"]
     levels["joint_cortex_ml"] = float(sheets.sum() * vox_ml)
-    # in-plane distance only: a 3.3 mm slice must not carry the band into the next bone
-    far = np.array(spacing, float)
-    far[2] = 1e6
-    near = (within_in_plane(sheets, s.band_mm, spacing) if sheets.any()  # (per slice: no 3-D transform's memory)
-            else ndi.distance_transform_edt(~sheets, sampling=tuple(far)) <= s.band_mm)
-    joint = close_ball(sheets, s.joint_close_mm, in_plane_spacing(spacing)) | sheets if s.joint_close_mm > 0 else sheets
+    # in-plane distance only: a 3.3 mm slice must not carry the band into the next bone. No joint cortex,
+    # no band (the pipeline says so in its warnings)
+    near = within_in_plane(sheets, s.band_mm, spacing) if sheets.any() else np.zeros_like(sheets)
+    joint = close_ball(sheets, s.joint_close_mm, ips) | sheets if s.joint_close_mm > 0 else sheets
     band = body & near & ~joint
     band &= ~_fluid(sa, sb, levels, s, spacing) & cover
     if s.support_close_mm > 0:

@@ -314,6 +314,11 @@ def run_study(
         bone_names = names_for_bone_mask_file(inp.bone_mask, bone_mask.array, settings.anatomy)
     marrow, edema, meas = detect(t1, stir, settings, bone_mask=bone_mask, timings=timings, bone_names=bone_names)
     notes.extend(meas.warnings)
+    if not marrow.mask.any():
+        why = ("no joint cortex (dark on T1 and on the fluid-sensitive image) was found to search beside"
+               if marrow.levels.get("joint_cortex_ml", 1.0) == 0 else "nothing looked like marrow")
+        notes.append(f"no marrow found ({why}): a BME volume of 0 here means nothing was searched; "
+                     f"check the series and the preset (--pipeline {settings.name})")
     inputs = {"t1": t1_meta, "stir": _series_meta(stir)}
     result = StudyResult(t1=t1, stir=stir, marrow=marrow, edema=edema, measurements=meas,
                          registration=reg_info, inputs=inputs, settings=settings, timings_s=timings,

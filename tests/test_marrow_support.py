@@ -7,6 +7,7 @@ muscle-to-fat range, as normal sacral marrow on the real SIJ scans), muscle STIR
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
@@ -119,3 +120,26 @@ def test_joint_closing_keeps_the_joint_space_out_of_the_marrow() -> None:
     # the subchondral marrow on both sides is kept as before
     assert closed.mask[bone].mean() > 0.2
     assert abs(closed.mask[bone].mean() - open_joint.mask[bone].mean()) < 0.01
+
+
+def test_no_joint_cortex_no_band_and_the_pipeline_says_so(tmp_path: Path) -> None:
+    """Without any joint cortex the periarticular search has nothing to search beside: no marrow at all
+    (it once put a band on the first slice, measured from an edge the distance transform assumed there),
+    and ``run_study`` warns that a BME volume of 0 means nothing was searched."""
+    from bmeseg.io.nifti import write_nifti
+    from bmeseg.pipeline import StudyInput, run_study
+
+    t1, st, _, _ = _joint_scene()
+    lines = (t1 < 250) & (st < 150) & (t1 > 0)
+    t1[lines], st[lines] = 800.0, 250.0  # the cortical lines become marrow: nothing is dark on both
+    g = Geometry(t1.shape, (1.0, 1.0, 4.0), (0.0, 0.0, 0.0), np.eye(3))
+    s = load_settings("sij")
+    res = find_marrow(Volume(t1, g), Volume(st, g), s.marrow)
+    assert res.levels["joint_cortex_ml"] == 0.0
+    assert not res.mask.any()
+    write_nifti(Volume(t1, g), tmp_path / "t1.nii.gz")
+    write_nifti(Volume(st, g), tmp_path / "stir.nii.gz")
+    s = dataclasses.replace(s, registration=dataclasses.replace(s.registration, enabled=False))
+    out = run_study(StudyInput(t1=str(tmp_path / "t1.nii.gz"), stir=str(tmp_path / "stir.nii.gz")), None, settings=s)
+    assert out.measurements.bme_volume_ml == 0.0
+    assert any("no marrow found" in w and "joint cortex" in w and "--pipeline sij" in w for w in out.warnings)
