@@ -68,7 +68,7 @@ def _edge_distance(shape: tuple[int, int], s0: float, s1: float) -> NDArray[np.f
     """In-plane distance of each pixel to the nearest pixel outside the slice."""
     d0 = np.minimum(np.arange(1, shape[0] + 1), np.arange(shape[0], 0, -1)) * s0
     d1 = np.minimum(np.arange(1, shape[1] + 1), np.arange(shape[1], 0, -1)) * s1
-    return np.minimum(np.sqrt(d0 * d0)[:, None], np.sqrt(d1 * d1)[None, :])
+    return np.minimum(d0[:, None], d1[None, :])
 
 
 def dilate_ball(

@@ -70,12 +70,12 @@ def local_reference(
     convolutions run on a grid block-averaged by about ``sigma / 6`` per axis and are
     linearly upsampled: the reference varies over centimetres, so this changes it by
     well under 1 % and is ~10x faster on a 336x336x25 scan. Where the reference is too
-    sparse (weight < 1 % of its peak) the global reference median is used.
+    sparse (weight < 1 % of its peak) the global reference median is used. An infinite
+    ``sigma_mm`` (no bias correction) gives the reference's one mean everywhere.
     """
-    fallback = float(np.median(image[reference])) if reference.any() else float(np.median(image))
     if math.isinf(sigma_mm):  # no bias correction: one reference for the whole scan
-        mean = float(np.mean(image[reference], dtype=np.float64)) if reference.any() else fallback
-        return np.full(image.shape, mean, np.float32)
+        level = float(np.mean(image[reference], dtype=np.float64) if reference.any() else np.median(image))
+        return np.full(image.shape, level, np.float32)
     sig = sigma_vox(sigma_mm, spacing_mm)
     num_full = np.where(reference, image, 0).astype(np.float32, copy=False)
     w_full = reference.astype(np.float32)
@@ -90,6 +90,7 @@ def local_reference(
     else:
         num = ndi.gaussian_filter(num_full, sig, mode="nearest")
         den = ndi.gaussian_filter(w_full, sig, mode="nearest")
+    fallback = float(np.median(image[reference])) if reference.any() else float(np.median(image))
     ok = den > 0.01 * float(den.max() if den.size else 0.0)
     out = np.full(image.shape, fallback, np.float32)
     np.divide(num, den, out=out, where=ok)

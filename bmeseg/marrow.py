@@ -269,7 +269,7 @@ def _periarticular(
     levels["joint_cortex_ml"] = float(sheets.sum() * vox_ml)
     # in-plane distance only: a 3.3 mm slice must not carry the band into the next bone. No joint cortex,
     # no band (the pipeline says so in its warnings)
-    near = within_in_plane(sheets, s.band_mm, spacing) if sheets.any() else np.zeros_like(sheets)
+    near = within_in_plane(sheets, s.band_mm, spacing)
     joint = close_ball(sheets, s.joint_close_mm, ips) | sheets if s.joint_close_mm > 0 else sheets
     band = body & near & ~joint
     band &= ~_fluid(sa, sb, levels, s, spacing) & cover
