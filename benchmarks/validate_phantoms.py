@@ -8,7 +8,9 @@ knee|sij``) and compares the BME mask with the truth ``bme_labels`` on the fluid
 Cohort: every half holds the same *kinds* of study (protocol axes below), but its own seeds, so
 SNR, bias, motion, lesion sizes, bones and sites differ. **Tune on the "tune" half, report the
 "report" half.** A third "holdout" half (seeds 3000+) exists because the report half was looked at
-while the knee marrow search was being changed; its figures are the held-out ones. Per half:
+while the knee marrow search was being changed; its figures are the held-out ones. A "dev" set (every
+kind at seeds 5000-5002, ids ``dev-<seed>-<kind>``) shows failure modes one study per kind cannot;
+it is tuned on like the tune half. Per half:
 
 * 8 lesion studies spanning 1.5 / 3 T, Siemens / GE / Philips, sagittal and coronal
   fluid-sensitive planes with the T1 in the same or the other plane, STIR and PD fat-sat,
@@ -44,7 +46,7 @@ and how much of the truth marrow the marrow mask recovers (recall, precision, no
 
 Usage::
 
-    python benchmarks/validate_phantoms.py [--cache DIR] [--half tune|report|holdout|both|all] [--anatomy knee|sij|all]
+    python benchmarks/validate_phantoms.py [--cache DIR] [--half tune|report|holdout|dev|both|all] [--anatomy knee|sij|all]
         [--only ID_PART ...] [--diagnose] [--json FILE]
 """
 
@@ -69,6 +71,9 @@ REPORT_SEEDS_BASE = 2000
 # (session 2): its studies were first generated and scored for the closing figures only
 HOLDOUT_SEEDS_BASE = 3000
 SEEDS_BASE = {"tune": TUNE_SEEDS_BASE, "report": REPORT_SEEDS_BASE, "holdout": HOLDOUT_SEEDS_BASE}
+# a development set added in session 6: every kind at each of these seeds (ids dev-<seed>-<kind>), for
+# looking at failure modes beyond the tune half's one study per kind; tuned on like the tune half
+DEV_SEEDS = (5000, 5001, 5002)
 MIN_DETECT_ML = 0.3  # issue 3: every lesion >= 0.3 mL must be detected
 TARGETS = {"median_dice": 0.85, "volume_error_pct": 15.0, "negative_ml": 0.2}
 
@@ -198,6 +203,9 @@ def _sij_spec(kind: Kind, seed: int) -> Any:
 
 def cohort(half: str, anatomy: str = "all") -> list[tuple[str, Kind, int]]:
     """``(study id, kind, seed)`` of one half; ``anatomy`` ``'knee'``/``'sij'`` keeps that part only."""
+    if half == "dev":
+        return [(f"dev-{seed}-{k.name}", k, seed) for k in KINDS for seed in DEV_SEEDS
+                if anatomy in ("all", k.anatomy)]
     base = SEEDS_BASE[half]
     return [(f"{half}-{i:02d}-{k.name}", k, base + i) for i, k in enumerate(KINDS)
             if anatomy in ("all", k.anatomy)]
@@ -368,8 +376,9 @@ def _summary_lines(label: str, s: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cache", help="folder for generated studies (default: a temporary folder, removed after)")
-    p.add_argument("--half", choices=("tune", "report", "holdout", "both", "all"), default="both",
-                   help="both = tune + report; all = tune + report + holdout")
+    p.add_argument("--half", choices=("tune", "report", "holdout", "dev", "both", "all"), default="both",
+                   help="both = tune + report; all = tune + report + holdout; dev = every kind at seeds "
+                        f"{', '.join(map(str, DEV_SEEDS))} (a development set, tuned on)")
     p.add_argument("--anatomy", choices=("knee", "sij", "all"), default="all",
                    help="run that part of the cohort only (each anatomy on its own preset)")
     p.add_argument("--diagnose", action="store_true",
@@ -407,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             result[half] = {"rows": rows, "summary": summarise(rows), "summary_by_anatomy": by_anatomy}
         print()
         for half in halves:
-            label = {"tune": "TUNE half", "report": "REPORT half (not tuned on)",
+            label = {"tune": "TUNE half", "dev": "DEV set (tuned on)", "report": "REPORT half (not tuned on)",
                      "holdout": "HOLDOUT half (never looked at while tuning)"}[half]
             by_anatomy = result[half]["summary_by_anatomy"]
             for a, s in by_anatomy.items():
