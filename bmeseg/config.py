@@ -86,6 +86,16 @@ class MarrowSettings:
     hull_mm: float = 4.0
     # an enclosed slice region joins a cavity when this fraction of it is that cavity's fat
     enclosed_share: float = 0.3
+    # non-convex fat pieces are split at necks narrower than twice this (mm) before the cavity tests
+    # (a cavity joined to the fat beside it through a cortex gap); 0: off
+    split_neck_mm: float = 0.0
+    # a lesion found in the marrow may grow (edema hysteresis) this far (mm, in-plane) beyond the marrow
+    # mask, inside the bone's in-plane convex hull where rays meet cortex and not on it; 0: off
+    lesion_reach_mm: float = 0.0
+    # ... and only into voxels brighter than reach_stir_muscle x muscle on the fluid-sensitive image and
+    # brighter than reach_t1_muscle x muscle on T1
+    reach_stir_muscle: float = 1.1
+    reach_t1_muscle: float = 0.7
     # how far from the fatty marrow (mm) to look for the bone's own cortical ring
     cortex_search_mm: float = 6.0
     # erosion away from the cortex, to avoid chemical-shift / partial-volume rims
@@ -277,6 +287,10 @@ def _validate(s: PipelineSettings) -> None:
     check(0 <= m.ray_solidity <= 1, "marrow.ray_solidity", "must be in [0, 1]")
     check(m.ray_mm > 0, "marrow.ray_mm", "must be > 0")
     check(m.hull_mm >= 0, "marrow.hull_mm", "must be >= 0")
+    check(m.lesion_reach_mm >= 0, "marrow.lesion_reach_mm", "must be >= 0")
+    check(m.reach_stir_muscle >= 0, "marrow.reach_stir_muscle", "must be >= 0")
+    check(m.reach_t1_muscle >= 0, "marrow.reach_t1_muscle", "must be >= 0")
+    check(m.split_neck_mm >= 0, "marrow.split_neck_mm", "must be >= 0")
     check(0 < m.enclosed_share <= 1, "marrow.enclosed_share", "must be in (0, 1]")
     check(0 < m.cortex_t1_level < 1, "marrow.cortex_t1_level", "must be in (0, 1)")
     check(m.cortex_search_mm > 0, "marrow.cortex_search_mm", "must be > 0")

@@ -17,7 +17,9 @@ normal marrow on T1**. Both are judged against a *local* normal-marrow level:
   ``Q3 + k * IQR`` (Hepburn et al.), but never below ``stir_min_ratio``;
 * partial volume: a voxel passing both tests seeds a lesion, and the lesion grows
   into neighbours that pass at 60 % of the margin (hysteresis), which keeps the
-  ill-defined edges without accepting isolated noisy voxels;
+  ill-defined edges without accepting isolated noisy voxels; where the marrow search
+  gives a ``reach`` (bone interior its fat-based mask missed: a lesion that replaced the
+  fat up to the plate), lesions seeded in the marrow may grow into it, never start there;
 * components smaller than ``min_lesion_ml`` or spanning fewer than ``min_slices``
   slices are dropped.
 
@@ -231,8 +233,10 @@ def detect_edema(
     # lesion that hysteresis then grows through a mimic (red marrow, partial volume). Marrow
     # voxels are averaged with marrow only, so fluid or fat next to the bone does not bleed in.
     inside = marrow.mask
-    a = _smooth_within(np.asarray(t1.array, dtype=np.float32), inside, spacing)
-    b = _smooth_within(np.asarray(stir.array, dtype=np.float32), inside, spacing)
+    # where a lesion seeded in the marrow may grow: the marrow, and bone interior beyond the mask
+    grow = inside if marrow.reach is None else inside | marrow.reach
+    a = _smooth_within(np.asarray(t1.array, dtype=np.float32), grow, spacing)
+    b = _smooth_within(np.asarray(stir.array, dtype=np.float32), grow, spacing)
     normal = marrow.normal
     empty = np.zeros(a.shape, bool)
     if normal.sum() < 50:
@@ -264,9 +268,11 @@ def detect_edema(
         score_t /= max(1.0 - t_thr, 1e-6)
         score = np.minimum(score, score_t, out=score)
         del score_t
-        score[~inside] = -1.0
+        score[~grow] = -1.0
+        if marrow.reach is not None:
+            score[marrow.reach & (score >= 1.0)] = 0.99  # seeds only in the marrow itself
         cand = hysteresis_threshold(score, 0.6, 1.0)
-    mask = clean_lesions(cand & inside, stir.geometry.voxel_volume_ml, ls)
+    mask = clean_lesions(cand & grow, stir.geometry.voxel_volume_ml, ls)
     if es.pv_fraction > 0 and mask.any():
         mask = clean_lesions(half_maximum(mask, r_s, es.pv_fraction, ls.connectivity),
                              stir.geometry.voxel_volume_ml, ls)

@@ -56,6 +56,7 @@ from ._morph import (
     bbox_slices,
     close_ball,
     dilate_ball,
+    edt,
     erode_ball,
     fill_holes_per_slice,
     in_plane_spacing,
@@ -68,7 +69,7 @@ from .config import MarrowSettings
 from .errors import InputError
 from .volume import Volume
 
-__all__ = ["MarrowResult", "body_mask", "find_marrow", "ray_enclosure", "t1_coverage", "tissue_levels"]
+__all__ = ["MarrowResult", "absorb_lesions", "body_mask", "find_marrow", "ray_enclosure", "t1_coverage", "tissue_levels"]
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,16 @@ class MarrowResult:
         Fat-like ("normal") marrow inside ``bones``: the reference tissue for edema.
     levels : dict
         Reference intensities used (for the report): T1/STIR low and high levels, thresholds.
+    reach : (I, J, K) bool or None
+        Bone interior outside ``bones`` that a lesion found in the marrow may grow into: inside
+        the bone's in-plane convex hull, enclosed by cortex, not on it (a lesion that replaced the
+        fat up to the plate). None: lesions stay inside ``bones``.
     """
 
     bones: NDArray[np.int32]
     normal: NDArray[np.bool_]
     levels: dict[str, float]
+    reach: NDArray[np.bool_] | None = None
 
     @property
     def mask(self) -> NDArray[np.bool_]:
@@ -210,7 +216,32 @@ def find_marrow(
     # fluid inside the bone outline (sacral canal CSF, a cyst, effusion in a notch) is not marrow
     fluid = _fluid(sa, sb, levels, s, spacing)
     bones = np.where(fluid | ~cover, 0, res.bones).astype(np.int32)
-    return MarrowResult(bones, res.normal & (bones > 0), levels)
+    reach = None
+    if res.reach is not None:
+        # beyond the marrow only lesion-like signal: brighter than muscle on the fluid-sensitive image
+        # (muscle, cartilage and tendon are not) and not fluid-dark on T1 (joint fluid, cysts)
+        reach = (res.reach & ~fluid & cover & (sb > s.reach_stir_muscle * levels["muscle_stir"])
+                 & (sa > s.reach_t1_muscle * levels["muscle_t1"]))
+    return MarrowResult(bones, res.normal & (bones > 0), levels, reach)
+
+
+def absorb_lesions(marrow: MarrowResult, lesions: NDArray[np.bool_], spacing: tuple[float, ...]) -> MarrowResult:
+    """``marrow`` with the lesion voxels that grew into ``marrow.reach`` given to the nearest bone:
+    they are marrow the fat-based search missed, and a bone's extent counts them."""
+    extra = lesions & ~marrow.mask
+    if marrow.reach is None or not extra.any():
+        return marrow
+    pad = [int(np.ceil(30.0 / sp)) for sp in spacing]  # reach is a few cm at most
+    box = bbox_slices(extra, pad)
+    assert box is not None
+    sub = marrow.bones[box]
+    if not sub.any():
+        return marrow
+    idx = ndi.distance_transform_edt(sub == 0, sampling=spacing, return_distances=False, return_indices=True)
+    bones = marrow.bones.copy()
+    nearest = sub[tuple(idx)]
+    bones[box] = np.where(extra[box], nearest, sub)
+    return MarrowResult(bones, marrow.normal, marrow.levels, marrow.reach)
 
 
 def t1_coverage(t1: NDArray[np.floating]) -> NDArray[np.bool_]:
@@ -318,6 +349,90 @@ def _solidity(labels: NDArray[np.int32], n: int) -> NDArray[np.float64]:
             num[rp.label] += rp.area * rp.solidity
             den[rp.label] += rp.area
     return num / np.maximum(den, 1)
+
+
+def _cavity_pieces(
+    pieces: NDArray[np.int32], n: int, enclosed: NDArray[np.bool_], rays: NDArray[np.floating], min_vox: int,
+    s: MarrowSettings,
+) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
+    """Which fat pieces (labels ``0..n``) are marrow cavities: enclosed by cortex (flood fill or rays)
+    and convex. Marrow cross-sections are convex (a bone's outline); fat pads and the fat between
+    bones and tendons fill the concave spaces between convex bones. Also returns each piece's solidity."""
+    size = np.bincount(pieces.ravel(), minlength=n + 1)
+    enc_frac = np.bincount(pieces[enclosed], minlength=n + 1) / np.maximum(size, 1)
+    sol = _solidity(pieces, n)
+    ray_frac = np.bincount(pieces.ravel(), weights=rays.ravel(), minlength=n + 1) / np.maximum(size, 1)
+    ok = (size >= min_vox) & (
+        ((enc_frac >= s.min_enclosed) & (
+            (sol >= s.min_solidity) | ((enc_frac >= s.sure_enclosed) & (sol >= s.min_solidity_enclosed))))
+        | ((ray_frac >= s.ray_enclosed) & (sol >= s.ray_solidity)))
+    ok[0] = False
+    return np.asarray(ok), sol
+
+
+def _lesion_reach(
+    bones: NDArray[np.int32], wall: NDArray[np.bool_], spacing: tuple[float, ...], reach_mm: float,
+) -> NDArray[np.bool_]:
+    """Bone interior beyond the marrow mask, slice by slice: the convex hull of each in-plane piece of
+    marrow together with its own cortex (the wall arcs that touch it and no other piece), within
+    ``reach_mm`` of the marrow, off the wall. A lesion that replaced the fat up to the plate lies
+    there; joint fluid, cartilage and the next bone do not (their cortex is another piece's)."""
+    from skimage.morphology import convex_hull_image
+
+    ips = spacing[:2]
+    eight = np.ones((3, 3), bool)
+    touch_se = ball(1.5, ips)
+    out = np.zeros(bones.shape, bool)
+    for k in np.flatnonzero(bones.any(axis=(0, 1))):
+        bones2 = bones[:, :, k]
+        m2 = bones2 > 0
+        pieces, n = ndi.label(m2, structure=eight)
+        arcs, n_arcs = ndi.label(wall[:, :, k], structure=eight)
+        near = edt(~m2, ips) <= reach_mm
+        touching = np.zeros((n + 1, n_arcs + 1), bool)
+        for i in range(1, n + 1):
+            touching[i, arcs[ndi.binary_dilation(pieces == i, structure=touch_se) & (arcs > 0)]] = True
+        touching[:, 0] = False
+        # an arc is a piece's own cortex when every piece it touches belongs to the same bone (a
+        # lesion may split one bone's section in two; a cortex line across a joint touches two bones)
+        bone_of = np.zeros(n + 1, np.int64)
+        bone_of[pieces[pieces > 0]] = bones2[pieces > 0]
+        lo = np.where(touching, bone_of[:, None], np.iinfo(np.int64).max).min(axis=0)
+        hi = np.where(touching, bone_of[:, None], -1).max(axis=0)
+        own = touching & (lo == hi)[None, :]
+        hull = np.zeros_like(m2)
+        for i in range(1, n + 1):
+            hull |= convex_hull_image((pieces == i) | (own[i][arcs] & near))
+        out[:, :, k] = hull & near & ~m2 & ~wall[:, :, k]
+    return out
+
+
+def _split_necks(
+    pieces: NDArray[np.int32], which: NDArray[np.intp], n: int, neck_mm: float, spacing: tuple[float, ...],
+) -> tuple[NDArray[np.int32], int]:
+    """Split each piece in ``which`` at its necks: parts thicker than ``neck_mm`` (distance to the
+    piece's edge) seed a watershed of the distance map inside the piece. A marrow cavity joined to
+    the fat beside it through a gap in the cortex becomes a convex cavity plus the fat, which the
+    cavity tests then judge apart. Returns the new labels and the new label count."""
+    from skimage.segmentation import watershed
+
+    out = pieces.copy()
+    nxt = n
+    for i in which:
+        box = bbox_slices(pieces == i, (1, 1, 1))
+        if box is None:
+            continue
+        m = pieces[box] == i
+        d = edt(m, spacing)
+        seeds, k = ndi.label(d > neck_mm, structure=ndi.generate_binary_structure(3, 1))
+        if k < 2:
+            continue
+        parts = watershed(-d, seeds, mask=m)
+        sub = out[box]
+        for j in range(2, k + 1):
+            nxt += 1
+            sub[parts == j] = nxt
+    return out, nxt
 
 
 def _hull_per_slice(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
@@ -435,7 +550,12 @@ def _cavities(
       in 3-D, and a piece is a marrow cavity when at least ``min_enclosed`` of it is enclosed;
     * each cavity takes the enclosed regions it shares a slice region with, which brings
       back lesions that replaced the fat up to the subchondral plate, then is closed and
-      hole-filled bone by bone. Pieces split by a thin dark line (physeal scar) are merged.
+      hole-filled bone by bone. Pieces split by a thin dark line (physeal scar) are merged;
+    * (``split_neck_mm``) an accepted piece that is not convex is first split at its necks and
+      its parts judged again, so a cavity joined through a cortex gap to the fat beside it keeps
+      only its convex part;
+    * (``lesion_reach_mm``) the returned ``reach`` is the bone interior the fat missed: each
+      marrow piece's in-plane convex hull with its own cortex, where rays meet cortex.
     """
     in_plane = in_plane_structure()
     shell = body & ~erode_ball(body, s.body_shell_mm, spacing, border_value=1)
@@ -471,18 +591,21 @@ def _cavities(
     pieces, n = ndi.label(fat_open, structure=ndi.generate_binary_structure(3, 1))
     rays = ray_enclosure(wall, from_outside, spacing, max_mm=s.ray_mm)
     if n:
-        size = np.bincount(pieces.ravel(), minlength=n + 1)
-        inside = np.bincount(pieces[enclosed], minlength=n + 1)
-        enc_frac = inside / np.maximum(size, 1)
-        # marrow cross-sections are convex (a bone's outline); fat pads and the fat between
-        # bones and tendons fill the concave spaces between convex bones
-        sol = _solidity(pieces, n)
-        ray_frac = np.bincount(pieces.ravel(), weights=rays.ravel(), minlength=n + 1) / np.maximum(size, 1)
-        ok = (size >= min_vox) & (
-            ((enc_frac >= s.min_enclosed) & (
-                (sol >= s.min_solidity) | ((enc_frac >= s.sure_enclosed) & (sol >= s.min_solidity_enclosed))))
-            | ((ray_frac >= s.ray_enclosed) & (sol >= s.ray_solidity)))
-        ok[0] = False
+        ok, sol = _cavity_pieces(pieces, n, enclosed, rays, min_vox, s)
+        if s.split_neck_mm > 0:
+            # an accepted piece that is not convex may be a cavity joined to the fat beside it through
+            # a gap in the cortex: split it at its necks and judge the parts again (only ever less)
+            which = np.flatnonzero(ok & (sol < s.min_solidity))
+            if which.size:
+                split, n2 = _split_necks(pieces, which, n, s.split_neck_mm, spacing)
+                if n2 > n:
+                    keep = np.zeros(n2 + 1, bool)
+                    keep[: n + 1] = ok
+                    src = np.zeros(n2 + 1, np.int64)
+                    src[split.ravel()] = pieces.ravel()
+                    keep[n + 1:] = ok[src[n + 1:]]
+                    pieces, n = split, n2
+                    ok = keep & _cavity_pieces(pieces, n, enclosed, rays, min_vox, s)[0]
         cav = ok[pieces]
     else:
         cav = np.zeros(a.shape, bool)
@@ -521,4 +644,7 @@ def _cavities(
         claim = ndi.binary_propagation(comp[box] & free, structure=in_plane, mask=free)
         region[claim] = label
     normal = fat & (bones > 0)
-    return MarrowResult(bones, normal, levels)
+    reach = None
+    if s.lesion_reach_mm > 0 and bones.any():
+        reach = _lesion_reach(bones, wall, spacing, s.lesion_reach_mm) & body & (rays >= s.ray_enclosed)
+    return MarrowResult(bones, normal, levels, reach)

@@ -20,7 +20,7 @@ import numpy as np
 from .config import PipelineSettings, load_settings
 from .edema import EdemaResult, detect_edema
 from .errors import InputError, OutputExistsError
-from .marrow import MarrowResult, find_marrow
+from .marrow import MarrowResult, absorb_lesions, find_marrow
 from .measure import Measurements, measure
 from .volume import Volume
 
@@ -252,6 +252,7 @@ def detect(
         marrow = find_marrow(t1_on_stir, stir, settings.marrow, bone_mask=bone_mask)
     with _timed(timings, "edema"):
         edema = detect_edema(t1_on_stir, stir, marrow, settings.edema, settings.lesions)
+        marrow = absorb_lesions(marrow, edema.mask, stir.geometry.spacing_mm)
     with _timed(timings, "measure"):
         meas = measure(
             edema.mask, marrow.bones, stir.geometry, anatomy=settings.anatomy, scoring=settings.scoring,

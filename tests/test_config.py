@@ -30,6 +30,10 @@ def test_every_preset_loads(name: str) -> None:
     ("marrow", "support_min_cm2", -1.0),
     ("marrow", "support_close_mm", -2.0),
     ("marrow", "joint_close_mm", -1.0),
+    ("marrow", "split_neck_mm", -1.0),
+    ("marrow", "lesion_reach_mm", -5.0),
+    ("marrow", "reach_stir_muscle", -0.1),
+    ("marrow", "reach_t1_muscle", -0.1),
     ("marrow", "bias_field", "n5"),
 ])
 def test_out_of_range_setting_names_its_key(section: str, key: str, value: float) -> None:

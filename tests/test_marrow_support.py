@@ -10,6 +10,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bmeseg.config import load_settings
 from bmeseg.marrow import _fluid, _marrow_support, find_marrow
@@ -143,3 +144,50 @@ def test_no_joint_cortex_no_band_and_the_pipeline_says_so(tmp_path: Path) -> Non
     out = run_study(StudyInput(t1=str(tmp_path / "t1.nii.gz"), stir=str(tmp_path / "stir.nii.gz")), None, settings=s)
     assert out.measurements.bme_volume_ml == 0.0
     assert any("no marrow found" in w and "joint cortex" in w and "--pipeline sij" in w for w in out.warnings)
+
+
+
+def test_split_necks_cuts_a_dumbbell_and_leaves_a_ball() -> None:
+    from bmeseg.marrow import _split_necks
+
+    ii, jj, kk = np.meshgrid(np.arange(60), np.arange(30), np.arange(12), indexing="ij")
+    r2 = ((jj - 15) ** 2 + ((kk - 6) * 2) ** 2)
+    left = (ii - 15) ** 2 + r2 < 100
+    right = (ii - 45) ** 2 + r2 < 100
+    neck = (ii > 15) & (ii < 45) & (abs(jj - 15) <= 1) & (kk == 6)  # 3 voxels wide, one slice
+    pieces = np.where(left | right | neck, 1, 0).astype(np.int32)
+    spacing = (1.0, 1.0, 2.0)
+    out, n = _split_necks(pieces, np.array([1]), 1, 2.0, spacing)
+    assert n == 2
+    assert np.unique(out[left]).size == 1 and np.unique(out[right]).size == 1
+    assert out[left][0] != out[right][0]
+    assert np.array_equal(out > 0, pieces > 0)  # nothing lost, only relabelled
+    ball = np.where(left, 1, 0).astype(np.int32)
+    out2, n2 = _split_necks(ball, np.array([1]), 1, 2.0, spacing)
+    assert n2 == 1 and np.array_equal(out2, ball)
+
+
+
+@pytest.mark.parametrize("bridge", [False, True])
+def test_lesion_reach_stays_inside_its_own_cortex(bridge: bool) -> None:
+    from bmeseg.marrow import _lesion_reach
+
+    ii, jj = np.meshgrid(np.arange(80), np.arange(100), indexing="ij")
+    ra = np.hypot(ii - 40, jj - 28)  # bone A, centre (40, 28), radius 20
+    rb = np.hypot(ii - 40, jj - 72)  # bone B below it, 4 voxels of joint space between the rings
+    wall2 = ((ra >= 17) & (ra < 20)) | ((rb >= 17) & (rb < 20))
+    if bridge:  # a dark line across the joint (meniscus) joins the two cortices into one arc
+        wall2 |= (abs(ii - 40) <= 1) & (jj >= 46) & (jj <= 54)
+    bones2 = np.zeros(ii.shape, np.int32)
+    bones2[(ra < 17) & (ii < 40)] = 1  # A's fat: its +i half is a lesion that replaced the fat
+    bones2[rb < 17] = 2
+    bones = np.repeat(bones2[:, :, None], 3, axis=2)
+    wall = np.repeat(wall2[:, :, None], 3, axis=2)
+    reach = _lesion_reach(bones, wall, (1.0, 1.0, 3.0), 25.0)[:, :, 1]
+    assert not reach[(ra > 21) & (rb > 21)].any()  # never the joint space or what lies outside
+    assert not reach[wall2].any() and not reach[bones2 > 0].any()
+    lesion_half = (ra < 16) & (ii > 41)
+    if bridge:  # a cortex shared with the next bone is no bone's own: no reach beyond A's fat hull
+        assert not reach[lesion_half].any()
+    else:
+        assert reach[lesion_half].mean() > 0.95  # A's interior that its fat missed
