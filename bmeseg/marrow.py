@@ -372,37 +372,35 @@ def _cavity_pieces(
 
 def _lesion_reach(
     bones: NDArray[np.int32], wall: NDArray[np.bool_], spacing: tuple[float, ...], reach_mm: float,
+    touch_mm: float,
 ) -> NDArray[np.bool_]:
     """Bone interior beyond the marrow mask, slice by slice: the convex hull of each in-plane piece of
-    marrow together with its own cortex (the wall arcs that touch it and no other piece), within
-    ``reach_mm`` of the marrow, off the wall. A lesion that replaced the fat up to the plate lies
-    there; joint fluid, cartilage and the next bone do not (their cortex is another piece's)."""
+    marrow together with its own cortex, within ``reach_mm`` of the marrow, off the wall. Its own
+    cortex: the wall arcs within ``touch_mm`` of the piece, after the wall is split between bones
+    where it is equally far from two (a dark line across a joint joins two cortices). A lesion that
+    replaced the fat up to the plate lies there; the next bone and most of the joint space do not."""
     from skimage.morphology import convex_hull_image
 
     ips = spacing[:2]
     eight = np.ones((3, 3), bool)
-    touch_se = ball(1.5, ips)
+    touch_se = ball(touch_mm, ips)
     out = np.zeros(bones.shape, bool)
     for k in np.flatnonzero(bones.any(axis=(0, 1))):
         bones2 = bones[:, :, k]
         m2 = bones2 > 0
-        pieces, n = ndi.label(m2, structure=eight)
-        arcs, n_arcs = ndi.label(wall[:, :, k], structure=eight)
-        near = edt(~m2, ips) <= reach_mm
-        touching = np.zeros((n + 1, n_arcs + 1), bool)
-        for i in range(1, n + 1):
-            touching[i, arcs[ndi.binary_dilation(pieces == i, structure=touch_se) & (arcs > 0)]] = True
-        touching[:, 0] = False
-        # an arc is a piece's own cortex when every piece it touches belongs to the same bone (a
-        # lesion may split one bone's section in two; a cortex line across a joint touches two bones)
-        bone_of = np.zeros(n + 1, np.int64)
-        bone_of[pieces[pieces > 0]] = bones2[pieces > 0]
-        lo = np.where(touching, bone_of[:, None], np.iinfo(np.int64).max).min(axis=0)
-        hi = np.where(touching, bone_of[:, None], -1).max(axis=0)
-        own = touching & (lo == hi)[None, :]
+        pieces, _ = ndi.label(m2, structure=eight)
+        dist, idx = ndi.distance_transform_edt(~m2, sampling=ips, return_indices=True)
+        near = dist <= reach_mm
+        # the cortex between two bones is split where it is equally far from both
+        nearest_bone = bones2[idx[0], idx[1]]
         hull = np.zeros_like(m2)
-        for i in range(1, n + 1):
-            hull |= convex_hull_image((pieces == i) | (own[i][arcs] & near))
+        for b in np.unique(bones2[m2]):
+            arcs, n_arcs = ndi.label(wall[:, :, k] & (nearest_bone == b) & near, structure=eight)
+            for i in np.unique(pieces[bones2 == b]):
+                own = np.zeros(n_arcs + 1, bool)
+                own[arcs[ndi.binary_dilation(pieces == i, structure=touch_se) & (arcs > 0)]] = True
+                own[0] = False
+                hull |= convex_hull_image((pieces == i) | own[arcs])
         out[:, :, k] = hull & near & ~m2 & ~wall[:, :, k]
     return out
 
@@ -646,5 +644,6 @@ def _cavities(
     normal = fat & (bones > 0)
     reach = None
     if s.lesion_reach_mm > 0 and bones.any():
-        reach = _lesion_reach(bones, wall, spacing, s.lesion_reach_mm) & body & (rays >= s.ray_enclosed)
+        reach = (_lesion_reach(bones, wall, spacing, s.lesion_reach_mm, s.cortex_search_mm) & body
+                 & (rays >= s.ray_enclosed))
     return MarrowResult(bones, normal, levels, reach)

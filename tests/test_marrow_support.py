@@ -183,11 +183,10 @@ def test_lesion_reach_stays_inside_its_own_cortex(bridge: bool) -> None:
     bones2[rb < 17] = 2
     bones = np.repeat(bones2[:, :, None], 3, axis=2)
     wall = np.repeat(wall2[:, :, None], 3, axis=2)
-    reach = _lesion_reach(bones, wall, (1.0, 1.0, 3.0), 25.0)[:, :, 1]
-    assert not reach[(ra > 21) & (rb > 21)].any()  # never the joint space or what lies outside
+    reach = _lesion_reach(bones, wall, (1.0, 1.0, 3.0), 25.0, 6.0)[:, :, 1]
+    # the bridge is split half-way between the bones: A still owns its ring; of the joint space, at
+    # most the corner beside A's half of the bridge (its hull), never beyond the bridge's reach
+    joint = reach & (ra > 21) & (rb > 21)
+    assert not joint.any() if not bridge else (joint.sum() <= 10 and np.all(abs(ii[joint] - 40) <= 3))
     assert not reach[wall2].any() and not reach[bones2 > 0].any()
-    lesion_half = (ra < 16) & (ii > 41)
-    if bridge:  # a cortex shared with the next bone is no bone's own: no reach beyond A's fat hull
-        assert not reach[lesion_half].any()
-    else:
-        assert reach[lesion_half].mean() > 0.95  # A's interior that its fat missed
+    assert reach[(ra < 16) & (ii > 41)].mean() > 0.95  # A's interior that its fat missed
