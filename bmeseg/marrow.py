@@ -384,6 +384,7 @@ def _lesion_reach(
     ips = spacing[:2]
     eight = np.ones((3, 3), bool)
     touch_se = ball(touch_mm, ips)
+    reach_px = [n // 2 + 1 for n in touch_se.shape]
     out = np.zeros(bones.shape, bool)
     for k in np.flatnonzero(bones.any(axis=(0, 1))):
         bones2 = bones[:, :, k]
@@ -394,13 +395,22 @@ def _lesion_reach(
         # the cortex between two bones is split where it is equally far from both
         nearest_bone = bones2[idx[0], idx[1]]
         hull = np.zeros_like(m2)
+        boxes = ndi.find_objects(pieces)
         for b in np.unique(bones2[m2]):
             arcs, n_arcs = ndi.label(wall[:, :, k] & (nearest_bone == b) & near, structure=eight)
             for i in np.unique(pieces[bones2 == b]):
+                # the piece's box grown by the touching distance holds every arc voxel it touches
+                pb = boxes[i - 1]
+                assert pb is not None
+                box = tuple(slice(max(sl.start - r, 0), sl.stop + r) for sl, r in zip(pb, reach_px, strict=True))
                 own = np.zeros(n_arcs + 1, bool)
-                own[arcs[ndi.binary_dilation(pieces == i, structure=touch_se) & (arcs > 0)]] = True
+                sub = arcs[box]
+                own[sub[ndi.binary_dilation(pieces[box] == i, structure=touch_se) & (sub > 0)]] = True
                 own[0] = False
-                hull |= convex_hull_image((pieces == i) | own[arcs])
+                part = (pieces == i) | own[arcs]
+                pbox = bbox_slices(part)
+                assert pbox is not None
+                hull[pbox] |= convex_hull_image(part[pbox])
         out[:, :, k] = hull & near & ~m2 & ~wall[:, :, k]
     return out
 
