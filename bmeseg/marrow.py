@@ -601,19 +601,22 @@ def _cavities(
     if n:
         ok, sol = _cavity_pieces(pieces, n, enclosed, rays, min_vox, s)
         if s.split_neck_mm > 0:
-            # an accepted piece that is not convex may be a cavity joined to the fat beside it through
-            # a gap in the cortex: split it at its necks and judge the parts again (only ever less)
-            which = np.flatnonzero(ok & (sol < s.min_solidity))
+            # a piece that is not convex may be a cavity joined to the fat beside it through a gap in
+            # the cortex: split it at its necks and judge the parts again. Parts of an accepted piece
+            # pass the usual tests; parts of a rejected one must be surely enclosed and convex
+            size = np.bincount(pieces.ravel(), minlength=n + 1)
+            which = np.flatnonzero((sol < s.min_solidity) & (size >= min_vox))
             if which.size:
                 split, n2 = _split_necks(pieces, which, n, s.split_neck_mm, spacing)
                 if n2 > n:
-                    keep = np.zeros(n2 + 1, bool)
-                    keep[: n + 1] = ok
-                    src = np.zeros(n2 + 1, np.int64)
-                    src[split.ravel()] = pieces.ravel()
-                    keep[n + 1:] = ok[src[n + 1:]]
+                    src = np.arange(n2 + 1)
+                    src[split.ravel()] = pieces.ravel()  # the piece each new label came from
+                    was = ok[src]
                     pieces, n = split, n2
-                    ok = keep & _cavity_pieces(pieces, n, enclosed, rays, min_vox, s)[0]
+                    ok, sol = _cavity_pieces(pieces, n, enclosed, rays, min_vox, s)
+                    size = np.bincount(pieces.ravel(), minlength=n + 1)
+                    enc = np.bincount(pieces[enclosed], minlength=n + 1) / np.maximum(size, 1)
+                    ok &= was | ((enc >= s.sure_enclosed) & (sol >= s.min_solidity))
         cav = ok[pieces]
     else:
         cav = np.zeros(a.shape, bool)
