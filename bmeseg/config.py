@@ -86,11 +86,12 @@ class MarrowSettings:
     hull_mm: float = 4.0
     # an enclosed slice region joins a cavity when this fraction of it is that cavity's fat
     enclosed_share: float = 0.3
-    # non-convex fat pieces are split at necks narrower than twice this (mm) before the cavity tests
+    # non-convex fat pieces are split at necks narrower than twice this (mm) and the parts judged again
     # (a cavity joined to the fat beside it through a cortex gap); 0: off
     split_neck_mm: float = 0.0
     # a lesion found in the marrow may grow (edema hysteresis) this far (mm, in-plane) beyond the marrow
-    # mask, inside the bone's in-plane convex hull where rays meet cortex and not on it; 0: off
+    # mask: inside the in-plane convex hull of its marrow piece and that piece's own cortex (the wall
+    # within cortex_search_mm), where rays meet cortex, not on the wall; 0: off
     lesion_reach_mm: float = 0.0
     # ... and only into voxels brighter than reach_stir_muscle x muscle on the fluid-sensitive image and
     # brighter than reach_t1_muscle x muscle on T1

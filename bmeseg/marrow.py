@@ -85,9 +85,10 @@ class MarrowResult:
     levels : dict
         Reference intensities used (for the report): T1/STIR low and high levels, thresholds.
     reach : (I, J, K) bool or None
-        Bone interior outside ``bones`` that a lesion found in the marrow may grow into: inside
-        the bone's in-plane convex hull, enclosed by cortex, not on it (a lesion that replaced the
-        fat up to the plate). None: lesions stay inside ``bones``.
+        Bone interior outside ``bones`` that a lesion found in the marrow may grow into (a lesion
+        that replaced the fat up to the plate): inside the in-plane convex hull of a marrow piece
+        and its own cortex, where rays meet cortex, not on it, with lesion-like signal. None:
+        lesions stay inside ``bones``.
     """
 
     bones: NDArray[np.int32]
@@ -225,13 +226,16 @@ def find_marrow(
     return MarrowResult(bones, res.normal & (bones > 0), levels, reach)
 
 
-def absorb_lesions(marrow: MarrowResult, lesions: NDArray[np.bool_], spacing: tuple[float, ...]) -> MarrowResult:
-    """``marrow`` with the lesion voxels that grew into ``marrow.reach`` given to the nearest bone:
-    they are marrow the fat-based search missed, and a bone's extent counts them."""
+def absorb_lesions(
+    marrow: MarrowResult, lesions: NDArray[np.bool_], spacing: tuple[float, ...], reach_mm: float,
+) -> MarrowResult:
+    """``marrow`` with the lesion voxels that grew into ``marrow.reach`` (at most ``reach_mm`` in-plane
+    from the marrow) given to the nearest bone: they are marrow the fat-based search missed, and a
+    bone's extent counts them."""
     extra = lesions & ~marrow.mask
     if marrow.reach is None or not extra.any():
         return marrow
-    pad = [int(np.ceil(30.0 / sp)) for sp in spacing]  # reach is a few cm at most
+    pad = [int(np.ceil(reach_mm / sp)) + 1 for sp in spacing[:2]] + [0]  # reach is in-plane
     box = bbox_slices(extra, pad)
     assert box is not None
     sub = marrow.bones[box]
@@ -559,9 +563,9 @@ def _cavities(
     * each cavity takes the enclosed regions it shares a slice region with, which brings
       back lesions that replaced the fat up to the subchondral plate, then is closed and
       hole-filled bone by bone. Pieces split by a thin dark line (physeal scar) are merged;
-    * (``split_neck_mm``) an accepted piece that is not convex is first split at its necks and
-      its parts judged again, so a cavity joined through a cortex gap to the fat beside it keeps
-      only its convex part;
+    * (``split_neck_mm``) a piece that is not convex is first split at its necks and its parts
+      judged again (a rejected piece's parts only when surely enclosed and convex), so a cavity
+      joined through a cortex gap to the fat beside it keeps only its convex part;
     * (``lesion_reach_mm``) the returned ``reach`` is the bone interior the fat missed: each
       marrow piece's in-plane convex hull with its own cortex, where rays meet cortex.
     """
