@@ -268,9 +268,18 @@ def _fluid(
     spacing: tuple[float, ...],
 ) -> NDArray[np.bool_]:
     """Free fluid: dark on T1 (below ``fluid_t1_level`` x muscle) and fluid-bright on STIR (CSF,
-    effusion, bladder), grown 1 mm."""
+    effusion, bladder), grown 1 mm; bodies of fluid of at least ``fluid_body_ml`` (the thecal sac,
+    the bladder) grown ``fluid_body_margin_mm`` in-plane (the partial-volume rim, nerve roots and
+    epidural veins around the CSF column are STIR-bright and T1-dark too)."""
     fluid = (sb > s.fluid_stir_ratio * levels["muscle_stir"]) & (sa < s.fluid_t1_level * levels["muscle_t1"])
-    return dilate_ball(fluid, 1.0, in_plane_spacing(spacing))
+    ips = in_plane_spacing(spacing)
+    out = dilate_ball(fluid, 1.0, ips)
+    if s.fluid_body_margin_mm > 0 and fluid.any():
+        vox_ml = float(np.prod(spacing)) / 1000.0
+        body = largest_components(fluid, min_voxels=max(1, round(s.fluid_body_ml / vox_ml))) > 0
+        if body.any():
+            out |= dilate_ball(body, s.fluid_body_margin_mm, ips)
+    return out
 
 
 def _smooth_in_plane(

@@ -82,6 +82,20 @@ def test_fluid_t1_level_decides_partial_volume_csf() -> None:
     assert not _fluid(sa, sb, LEVELS, strict, SPACING).any()
 
 
+def test_a_body_of_fluid_keeps_the_marrow_at_a_distance() -> None:
+    # a CSF column (~3 mL over the slab) gets the wide margin; a small fluid pocket only 1 mm
+    sa = np.full(SHAPE, 400.0, np.float32)
+    sb = np.full(SHAPE, 300.0, np.float32)
+    sa[20:50, 20:50], sb[20:50, 20:50] = 200.0, 1500.0  # 18 x 18 mm x 4 slices: 4.3 mL
+    sa[90:93, 90:93], sb[90:93, 90:93] = 200.0, 1500.0  # 1.8 mm pocket: 0.04 mL
+    s = dataclasses.replace(load_settings("sij").marrow, fluid_body_ml=1.0, fluid_body_margin_mm=6.0)
+    out = _fluid(sa, sb, LEVELS, s, SPACING)
+    assert out[20:50, 55:59].all() and not out[20:50, 62:].any()  # 6 mm = 10 px beyond the column's edge
+    assert out[89:94, 89:94].all() and not out[86, 91].any() and not out[96, 91].any()  # 1 mm = 1-2 px
+    off = _fluid(sa, sb, LEVELS, dataclasses.replace(s, fluid_body_margin_mm=0.0), SPACING)
+    assert not off[20:50, 55:59].any()
+
+
 def _joint_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Two mixed-marrow bones meeting at a joint: two 2 mm cortical lines (dark on both images), 3 mm
     of cartilage between them (T1 a little above muscle, STIR 2x muscle), one line broken every 12 mm
