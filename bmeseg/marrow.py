@@ -46,6 +46,7 @@ thin cortical rim.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -364,13 +365,22 @@ def _solidity(labels: NDArray[np.int32], n: int) -> NDArray[np.float64]:
     return num / np.maximum(den, 1)
 
 
+class _Pieces(NamedTuple):
+    """Per fat piece (index = label, 0 = background): the cavity verdict and the figures behind it."""
+
+    ok: NDArray[np.bool_]
+    size: NDArray[np.intp]  # voxels
+    enclosed: NDArray[np.float64]  # fraction enclosed by the flood fill
+    solidity: NDArray[np.float64]
+
+
 def _cavity_pieces(
     pieces: NDArray[np.int32], n: int, enclosed: NDArray[np.bool_], rays: NDArray[np.floating], min_vox: int,
     s: MarrowSettings,
-) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
+) -> _Pieces:
     """Which fat pieces (labels ``0..n``) are marrow cavities: enclosed by cortex (flood fill or rays)
     and convex. Marrow cross-sections are convex (a bone's outline); fat pads and the fat between
-    bones and tendons fill the concave spaces between convex bones. Also returns each piece's solidity."""
+    bones and tendons fill the concave spaces between convex bones."""
     size = np.bincount(pieces.ravel(), minlength=n + 1)
     enc_frac = np.bincount(pieces[enclosed], minlength=n + 1) / np.maximum(size, 1)
     sol = _solidity(pieces, n)
@@ -380,7 +390,7 @@ def _cavity_pieces(
             (sol >= s.min_solidity) | ((enc_frac >= s.sure_enclosed) & (sol >= s.min_solidity_enclosed))))
         | ((ray_frac >= s.ray_enclosed) & (sol >= s.ray_solidity)))
     ok[0] = False
-    return np.asarray(ok), sol
+    return _Pieces(np.asarray(ok), size, enc_frac, sol)
 
 
 def _lesion_reach(
@@ -612,13 +622,13 @@ def _cavities(
     pieces, n = ndi.label(fat_open, structure=ndi.generate_binary_structure(3, 1))
     rays = ray_enclosure(wall, from_outside, spacing, max_mm=s.ray_mm)
     if n:
-        ok, sol = _cavity_pieces(pieces, n, enclosed, rays, min_vox, s)
+        judged = _cavity_pieces(pieces, n, enclosed, rays, min_vox, s)
+        ok = judged.ok
         if s.split_neck_mm > 0:
             # a piece that is not convex may be a cavity joined to the fat beside it through a gap in
             # the cortex: split it at its necks and judge the parts again. Parts of an accepted piece
             # pass the usual tests; parts of a rejected one must be surely enclosed and convex
-            size = np.bincount(pieces.ravel(), minlength=n + 1)
-            which = np.flatnonzero((sol < s.min_solidity) & (size >= min_vox))
+            which = np.flatnonzero((judged.solidity < s.min_solidity) & (judged.size >= min_vox))
             if which.size:
                 split, n2 = _split_necks(pieces, which, n, s.split_neck_mm, spacing)
                 if n2 > n:
@@ -626,10 +636,9 @@ def _cavities(
                     src[split.ravel()] = pieces.ravel()  # the piece each new label came from
                     was = ok[src]
                     pieces, n = split, n2
-                    ok, sol = _cavity_pieces(pieces, n, enclosed, rays, min_vox, s)
-                    size = np.bincount(pieces.ravel(), minlength=n + 1)
-                    enc = np.bincount(pieces[enclosed], minlength=n + 1) / np.maximum(size, 1)
-                    ok &= was | ((enc >= s.sure_enclosed) & (sol >= s.min_solidity))
+                    judged = _cavity_pieces(pieces, n, enclosed, rays, min_vox, s)
+                    sure = (judged.enclosed >= s.sure_enclosed) & (judged.solidity >= s.min_solidity)
+                    ok = judged.ok & (was | sure)
         cav = ok[pieces]
     else:
         cav = np.zeros(a.shape, bool)
