@@ -150,6 +150,10 @@ class EdemaSettings:
     # red marrow guard: T1 must also be below muscle + this fraction of the muscle-to-normal-marrow
     # gap (BME is "at or below muscle" in fatty marrow; red marrow islands sit above muscle). 1 = off
     t1_muscle_level: float = 1.0
+    # muscle guard on the fluid-sensitive image: the STIR threshold is at least this many times muscle
+    # (muscle's level over normal marrow's, scaled by the local marrow reference). Where normal marrow is
+    # darker than muscle on STIR, a fence set on marrow alone passes muscle-like tissue. 0 = off
+    stir_muscle_ratio: float = 0.0
     # large-scale smoothing (mm) for the local normal-marrow reference (bias-field aware)
     reference_sigma_mm: float = 20.0
     # fluid-level signal on STIR relative to normal marrow: above this is "intense" (SPARCC)
@@ -322,6 +326,7 @@ def _validate(s: PipelineSettings) -> None:
     check(0 < e.t1_max_ratio <= 2, "edema.t1_max_ratio", "must be in (0, 2]")
     check(e.reference_sigma_mm > 0, "edema.reference_sigma_mm", "must be > 0")
     check(0 < e.t1_muscle_level <= 1, "edema.t1_muscle_level", "must be in (0, 1]")
+    check(e.stir_muscle_ratio >= 0, "edema.stir_muscle_ratio", "must be >= 0 (0 = off)")
     check(0 <= e.pv_fraction < 1, "edema.pv_fraction", "must be in [0, 1)")
     check(s.lesions.min_lesion_ml >= 0, "lesions.min_lesion_ml", "must be >= 0")
     check(s.lesions.min_slices >= 1, "lesions.min_slices", "must be >= 1")

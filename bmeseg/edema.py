@@ -255,6 +255,10 @@ def detect_edema(
         r_t = np.divide(a, np.maximum(r_t, 1e-6, out=r_t), out=r_t)
         q1, q3 = np.percentile(r_s[ref], [25.0, 75.0])
         s_thr = max(float(q3 + es.stir_tukey_k * (q3 - q1)), es.stir_min_ratio)
+        if es.stir_muscle_ratio > 0 and "muscle_stir" in marrow.levels:
+            # muscle as a multiple of normal marrow on STIR: BME is brighter than muscle
+            m_s = marrow.levels["muscle_stir"] / max(float(np.median(b[ref])), 1e-6)
+            s_thr = max(s_thr, es.stir_muscle_ratio * m_s)
         t_thr = es.t1_max_ratio
         if es.t1_muscle_level < 1 and "muscle_t1" in marrow.levels:
             # muscle as a fraction of normal marrow on T1; red marrow lies between the two

@@ -60,3 +60,37 @@ def test_without_bias_correction_one_reference_for_the_scan() -> None:
     # a very wide but finite sigma gives the same one level, not an out-of-memory error
     wide = local_reference(img, marrow.normal, 5000.0, stir.geometry.spacing_mm)
     assert np.allclose(wide, level, rtol=1e-3)
+
+
+def test_stir_muscle_guard_keeps_muscle_like_signal_out_of_dark_marrow() -> None:
+    """Where normal marrow is darker than muscle on STIR (fatty adult sacrum, the pelvis phantom),
+    a fence set on marrow alone calls muscle-bright, T1-dark tissue BME. ``stir_muscle_ratio``
+    raises the STIR threshold to that many times muscle; a fluid-bright lesion still passes."""
+    import dataclasses
+
+    from bmeseg.edema import detect_edema
+    from bmeseg.marrow import MarrowResult
+    from bmeseg.volume import Geometry, Volume
+
+    rng = np.random.default_rng(0)
+    shape = (60, 60, 6)
+    g = Geometry(shape, (1.0, 1.0, 3.0), (0.0, 0.0, 0.0), np.eye(3))
+    t1 = np.full(shape, 500.0) + rng.normal(0, 5, shape)
+    stir = np.full(shape, 100.0) + rng.normal(0, 3, shape)
+    bones = np.zeros(shape, np.int32)
+    bones[5:55, 5:55, :] = 1
+    mimic = np.zeros(shape, bool)
+    mimic[10:22, 10:22, 1:5] = True  # muscle-like: 1.6x marrow on STIR (muscle is 1.5x), T1-dark
+    lesion = np.zeros(shape, bool)
+    lesion[35:47, 35:47, 1:5] = True  # oedema: 3x marrow on STIR, T1-dark
+    stir[mimic], t1[mimic] = 160.0, 300.0
+    stir[lesion], t1[lesion] = 300.0, 300.0
+    normal = (bones > 0) & ~mimic & ~lesion
+    marrow = MarrowResult(bones, normal, {"muscle_stir": 150.0, "muscle_t1": 300.0})
+    es = load_settings("sij").edema
+    vols = Volume(t1.astype(np.float32), g), Volume(stir.astype(np.float32), g)
+    off = detect_edema(*vols, marrow, dataclasses.replace(es, stir_muscle_ratio=0.0))
+    on = detect_edema(*vols, marrow, dataclasses.replace(es, stir_muscle_ratio=1.3))
+    assert off.mask[mimic].mean() > 0.8 and off.mask[lesion].mean() > 0.8
+    assert not on.mask[mimic].any() and on.mask[lesion].mean() > 0.8
+    assert np.isclose(on.thresholds["stir_ratio"], 1.3 * 1.5, rtol=0.05)
