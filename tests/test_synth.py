@@ -251,17 +251,20 @@ def test_sij_contrast_physics(tmp_path: Path) -> None:
 
     marrow = (tis == Tissue.MARROW) & (ph.lesion == 0) & (ph.edema < 0.01)
     ff = ph.fat_fraction[marrow]
-    assert 0.4 <= np.median(ff) <= 0.6 and np.percentile(ff, 5) > 0.3 and np.percentile(ff, 95) < 0.7
+    assert 0.2 <= np.median(ff) <= 0.35 and np.percentile(ff, 5) > 0.12 and np.percentile(ff, 95) < 0.45
     muscle, fat = tis == Tissue.MUSCLE, tis == Tissue.FAT
-    # mixed marrow: T1 between muscle and fat; STIR a little above suppressed fat, below muscle
-    assert med(t1, muscle) < med(t1, marrow) < med(t1, fat)
-    assert med(stir, fat) < med(stir, marrow) < 2.5 * med(stir, fat) and med(stir, marrow) < med(stir, muscle)
-    # nerve roots and CSF: bright on STIR, never inside a bone label
+    # mixed marrow as on the real SIJ scans (1007/1016): T1 at ~0.4 of the muscle-to-fat range, STIR
+    # ~1.2x muscle and well above suppressed fat
+    u = (med(t1, marrow) - med(t1, muscle)) / (med(t1, fat) - med(t1, muscle))
+    assert 0.25 < u < 0.55
+    assert 1.1 * med(stir, muscle) < med(stir, marrow) < 1.4 * med(stir, muscle)
+    assert med(stir, marrow) > 3.0 * med(stir, fat)
+    # nerve roots and CSF: brighter than marrow on STIR, never inside a bone label
     for t in (Tissue.NERVE, Tissue.CSF):
         m = tis == t
-        assert med(stir, m) > 2.0 * med(stir, marrow) and not np.any(bone[m])
+        assert med(stir, m) > 1.2 * med(stir, marrow) and not np.any(bone[m])
     assert med(stir, tis == Tissue.CSF) > med(stir, ph.lesion > 0)
-    assert med(stir, tis == Tissue.VEIN) > 2.0 * med(stir, marrow) and med(t1, tis == Tissue.GAS) < 0.05
+    assert med(stir, tis == Tissue.VEIN) > 1.5 * med(stir, marrow) and med(t1, tis == Tissue.GAS) < 0.05
     # joint line: each side's cartilage/fluid touches both the sacrum and that ilium
     joint = np.isin(tis, (Tissue.CARTILAGE, Tissue.FLUID))
     x = ph.grid.axis(0)[:, None, None]
@@ -276,7 +279,8 @@ def test_sij_contrast_physics(tmp_path: Path) -> None:
     tlab = np.asarray(nib.load(str(truth.tissue_map)).dataobj)
     bme = np.asarray(nib.load(str(truth.bme_mask)).dataobj) > 0
     nm = (tlab == Tissue.MARROW) & ~ndi.binary_dilation(bme, iterations=2)
-    assert med(stir_img, bme) > 1.8 * med(stir_img, nm)
+    # (the readers' BME on the real scans: STIR 1.1-2.5x, T1 0.57-0.98x normal marrow)
+    assert med(stir_img, bme) > 1.25 * med(stir_img, nm)
     assert med(t1_img, bme) < 0.8 * med(t1_img, nm)
 
 
@@ -322,8 +326,9 @@ def test_t2fs_series_is_found_as_fat_saturated_t2(tmp_path: Path, vendor: str) -
         assert m.sum() >= 20
         return float(np.median(img[m]))
 
-    assert med(tlab == Tissue.FAT) < med(nm) < med(tlab == Tissue.MUSCLE) * 1.5
-    assert med(bme) > 1.8 * med(nm) and med(tlab == Tissue.CSF) > med(bme)
+    # (mixed marrow water, T2 60 ms at 3 T, outlasts muscle's 35 ms at TE 70-80: marrow ~2x muscle)
+    assert med(tlab == Tissue.FAT) < med(nm) < med(tlab == Tissue.MUSCLE) * 2.5
+    assert med(bme) > 1.3 * med(nm) and med(tlab == Tissue.CSF) > med(bme)
     with pytest.raises(ValueError, match="'fluid_type' must be one of"):
         StudySpec(fluid_type="t2")
 

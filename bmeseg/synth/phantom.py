@@ -238,6 +238,9 @@ class Phantom:
         Named LPS points (mm) of the anatomy (``'center'``: default field-of-view centre).
     bone_names : dict
         Bone id -> name.
+    marrow_water : Compartment
+        Relaxation of the marrow's water: yellow-marrow water (knee) or the mixed, cellular marrow
+        of the axial skeleton (SIJ).
     """
 
     grid: FineGrid
@@ -250,6 +253,7 @@ class Phantom:
     mimics: list[dict[str, Any]] = field(default_factory=list)
     landmarks: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     bone_names: dict[int, str] = field(default_factory=lambda: dict(BONE_NAMES))
+    marrow_water: Compartment = Compartment.MARROW_WATER
 
     @classmethod
     def empty(cls, grid: FineGrid) -> Phantom:
@@ -274,7 +278,7 @@ class Phantom:
         m = self.tissue == Tissue.MARROW
         ff = self.fat_fraction[m]
         e = self.edema[m]
-        normal = ff * s[Compartment.FAT] + (1.0 - ff) * s[Compartment.MARROW_WATER]
+        normal = ff * s[Compartment.FAT] + (1.0 - ff) * s[self.marrow_water]
         out[m] = (1.0 - e) * normal + e * s[Compartment.EDEMA_WATER]
         return out
 

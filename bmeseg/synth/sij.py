@@ -47,7 +47,7 @@ from .phantom import (
     smooth_noise,
     smoothstep,
 )
-from .tissues import Tissue
+from .tissues import Compartment, Tissue
 
 __all__ = [
     "SIJ_BONE_NAMES",
@@ -296,6 +296,7 @@ def build_sij(
     """
     ph = Phantom.empty(grid)
     ph.bone_names = dict(SIJ_BONE_NAMES)
+    ph.marrow_water = Compartment.MIXED_MARROW_WATER
     tilt = SIJ_TILT_DEG + float(rng.uniform(-3.0, 3.0))
     fr = _Frame(tilt)
     ph.landmarks["center"] = SIJ_CENTER_LPS_MM
@@ -533,15 +534,17 @@ def _paint_pelvis(ph: Phantom, fr: _Frame, rng: np.random.Generator, *, vessel: 
 
 
 def _marrow_fat(ph: Phantom, fr: _Frame, rng: np.random.Generator, *, red_marrow: bool) -> None:
-    """Mixed adult axial marrow: fat fraction ~0.4-0.6 with smooth texture; optional red islands."""
+    """Mixed adult axial marrow: fat fraction ~0.2-0.35 with smooth texture (with the mixed-marrow water,
+    ~0.4 of the muscle-to-fat range on T1 and ~1.2x muscle on STIR, as on real SIJ scans); optional red
+    islands (fat fraction 0.08: T1 a little darker, STIR a little brighter than the marrow around)."""
     m = ph.tissue == Tissue.MARROW
     idx = np.nonzero(m)
     pts = ph.grid.geometry.index_to_lps(np.stack(idx, axis=1))
     bone = ph.bone[idx]
     base = np.zeros(len(bone), dtype=F32)
     for bid in ph.bone_names:
-        base[bone == bid] = 0.5 + float(rng.uniform(-0.05, 0.05))
-    ff = base + 0.05 * smooth_noise(pts, rng, wavelength_mm=22.0) + 0.025 * smooth_noise(pts, rng, wavelength_mm=7.0)
+        base[bone == bid] = 0.27 + float(rng.uniform(-0.03, 0.03))
+    ff = base + 0.04 * smooth_noise(pts, rng, wavelength_mm=22.0) + 0.02 * smooth_noise(pts, rng, wavelength_mm=7.0)
     if red_marrow:
         for bid in (SACRUM, ILIUM_LEFT, ILIUM_RIGHT):
             sel = np.nonzero(bone == bid)[0]
@@ -552,10 +555,10 @@ def _marrow_fat(ph: Phantom, fr: _Frame, rng: np.random.Generator, *, red_marrow
                 r = float(rng.uniform(4.0, 8.0))
                 d = np.linalg.norm(pts - c, axis=1)
                 wgt = sigmoid((r - d) / 1.2) * (bone == bid)
-                ff = ff * (1 - wgt) + 0.15 * wgt
+                ff = ff * (1 - wgt) + 0.08 * wgt
                 ph.mimics.append({"kind": "red_marrow", "bone": ph.bone_names[bid],
                                   "center_lps_mm": [round(float(v), 2) for v in c], "radius_mm": round(r, 2)})
-    ph.fat_fraction[idx] = np.clip(ff, 0.1, 0.75)
+    ph.fat_fraction[idx] = np.clip(ff, 0.05, 0.6)
 
 
 # --------------------------------------------------------------------- lesions

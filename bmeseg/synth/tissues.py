@@ -74,6 +74,9 @@ class Compartment(IntEnum):
     CSF = 13
     DISC = 14  # nucleus pulposus
     BOWEL = 15  # faecal / bowel content
+    # added in session 7 (the SIJ marrow had the knee's yellow-marrow water, which left it darker than muscle
+    # on STIR; real sacral marrow is brighter)
+    MIXED_MARROW_WATER = 16  # water of adult axial (mixed, cellular) marrow
 
 
 #: which compartment a (non-marrow) tissue label is made of
@@ -129,6 +132,9 @@ _TABLE_15T: dict[Compartment, tuple[float, float, float]] = {
     Compartment.CSF: (1.0, 4200.0, 2000.0),
     Compartment.DISC: (0.85, 1200.0, 110.0),
     Compartment.BOWEL: (0.75, 1100.0, 70.0),
+    # chosen so that sacral/iliac marrow at fat fraction ~0.27 sits at ~0.4 of the muscle-to-fat T1 range
+    # and ~1.2x muscle on STIR, as in the readers' normal-marrow regions of the real SIJ scans 1007/1016
+    Compartment.MIXED_MARROW_WATER: (0.9, 900.0, 70.0),
 }
 _TABLE_3T: dict[Compartment, tuple[float, float, float]] = {
     Compartment.AIR: (0.0, 1000.0, 1.0),
@@ -147,6 +153,7 @@ _TABLE_3T: dict[Compartment, tuple[float, float, float]] = {
     Compartment.CSF: (1.0, 4500.0, 1800.0),
     Compartment.DISC: (0.85, 1500.0, 100.0),
     Compartment.BOWEL: (0.75, 1400.0, 60.0),
+    Compartment.MIXED_MARROW_WATER: (0.9, 1200.0, 60.0),
 }
 
 
