@@ -92,6 +92,7 @@ class Kind:
     lesion_ml: tuple[float, float] = (0.2, 15.0)
     n_lesions: tuple[int, int] = (1, 3)
     anatomy: str = "knee"  # "knee" or "sij" (SIJ planes: "semicoronal", "semiaxial"); also the preset
+    edema_fraction: tuple[float, float] = (0.95, 0.95)  # edema water at the lesion core (SIJ: drawn per lesion)
 
 
 KNEE_KINDS = (
@@ -119,6 +120,9 @@ SIJ_KINDS = (
     Kind("sij-neg-red-marrow", 3.0, "siemens", "semicoronal", "semicoronal", negative="red_marrow", anatomy="sij"),
     Kind("sij-neg-joint-fluid", 1.5, "philips", "semicoronal", "semicoronal", "t2fs", negative="effusion",
          anatomy="sij"),
+    # (session 7, appended so the other kinds keep their ids and seeds) extensive, moderately bright BME
+    Kind("sij-15T-siemens-scor-extensive", 1.5, "siemens", "semicoronal", "semicoronal", lesion_ml=(8.0, 15.0),
+         n_lesions=(4, 4), edema_fraction=(0.75, 0.95), anatomy="sij"),
 )
 
 #: the whole cohort, in id order (knee first: its ids and seeds predate the SIJ part)
@@ -181,7 +185,11 @@ def _sij_spec(kind: Kind, seed: int) -> Any:
         lo, hi = np.log(kind.lesion_ml[0]), np.log(kind.lesion_ml[1])
         for loc in order[:n]:
             vol = float(np.exp(rng.uniform(lo, hi)))
-            lesions.append(LesionSpec("auto", round(vol, 2), loc))
+            if kind.edema_fraction == (0.95, 0.95):  # (no draw: the other kinds' studies stay as they were)
+                lesions.append(LesionSpec("auto", round(vol, 2), loc))
+            else:
+                ef = float(rng.uniform(*kind.edema_fraction))
+                lesions.append(LesionSpec("auto", round(vol, 2), loc, edema_fraction=round(ef, 2)))
     rot = tuple(float(v) for v in rng.uniform(-3.0, 3.0, 3))
     trans = tuple(float(v) for v in rng.uniform(-3.0, 3.0, 3))
     tilt = (SIJ_TILT_DEG, 0.0, 0.0)

@@ -92,8 +92,15 @@ def test_sij_specs_put_lesions_on_both_sides_of_the_joint() -> None:
                 assert any("_SACRAL_" in x for x in locs) and any("_ILIAC_" in x for x in locs)
             vols += [ls.volume_ml for ls in spec.lesions]
     assert 0.2 <= min(vols) < 0.5 and 5.0 < max(vols) <= 15.0
-    assert vp.study_spec(vp.SIJ_KINDS[-1], 1).effusion == 1.0
-    assert vp.study_spec(vp.SIJ_KINDS[-2], 1).red_marrow
+    by_name = {k.name: k for k in vp.SIJ_KINDS}
+    assert vp.study_spec(by_name["sij-neg-joint-fluid"], 1).effusion == 1.0
+    assert vp.study_spec(by_name["sij-neg-red-marrow"], 1).red_marrow
+    # extensive BME (as on the held-out real subject 1013): four quadrants, 32-60 mL in all
+    ext = vp.study_spec(by_name["sij-15T-siemens-scor-extensive"], 1)
+    assert len(ext.lesions) == 4 and 32.0 <= sum(ls.volume_ml for ls in ext.lesions) <= 60.0
+    assert all(0.75 <= ls.edema_fraction <= 0.95 for ls in ext.lesions)
+    # the kinds that predate it draw no edema fraction: their studies are the ones measured before
+    assert all(ls.edema_fraction == 0.95 for ls in vp.study_spec(by_name["sij-15T-siemens-scor"], 1).lesions)
 
 
 def test_diagnose_splits_errors_by_tissue_and_marrow_mask() -> None:
