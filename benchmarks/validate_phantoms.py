@@ -29,10 +29,16 @@ slices; semiaxial = axial tilted the same way, perpendicular to the sacrum, 20 s
   distinct SPARCC quadrants, the first two on the sacral and the iliac side of the joint;
 * 2 negative controls (no lesion): red-marrow islands in sacrum and ilia; a wide joint fluid line
   (1.6 mm) on T2 fat-sat. Every SIJ study also holds the pelvic BME mimics: sacral nerve roots in the
-  foramina, CSF in the thecal sac, bowel content and gas, iliac veins bright on the fluid image.
+  foramina, CSF in the thecal sac, bowel content and gas, iliac veins bright on the fluid image;
+* (session 7, NN 18) extensive BME: four lesions of 8-15 mL, one per quadrant (32-60 mL), edema fraction
+  0.75-0.95, as on the held-out real subject 1013.
+
+The SIJ marrow was calibrated to the real scans in session 7 (normal marrow ~0.4 of the muscle-to-fat
+T1 range, ~1.2x muscle on STIR; a lesion core ~1.35x marrow on STIR): SIJ figures before that are of
+a phantom whose marrow was darker than muscle on STIR.
 
 Study ids are ``<half>-<NN>-<kind>`` with seed = half base + NN; knee kinds are NN 00-10 (as before the
-SIJ part was added), SIJ kinds NN 11-17.
+SIJ part was added), SIJ kinds NN 11-18.
 
 Per study: Dice vs truth, volume error %, lesions >= 0.3 mL (on the fluid grid) detected (a
 predicted voxel inside the truth lesion), false-positive mL (predicted voxels outside truth);
