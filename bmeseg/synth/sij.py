@@ -18,9 +18,9 @@ at the joint 44-54 mm, joint space 2.6 mm (cartilage + fluid line) widening
 dorsally into the interosseous ligament.
 
 Bones (:data:`SIJ_BONE_NAMES`): 1 sacrum, 2 ilium_left, 3 ilium_right, 4 L5, 5 L4.
-Adult axial-skeleton marrow is *mixed* red/yellow marrow: fat fraction
-0.4-0.6 (T1 between muscle and fat; on STIR a little brighter than
-suppressed fat).
+Adult axial-skeleton marrow is *mixed* red/yellow marrow: fat fraction ~0.27
+with the cellular marrow's own water (``Compartment.MIXED_MARROW_WATER``), calibrated
+to the real SIJ scans: T1 at ~0.4 of the muscle-to-fat range, STIR ~1.2x muscle.
 """
 
 from __future__ import annotations
@@ -281,7 +281,7 @@ def build_sij(
     joint_fluid : float
         0-1: width of the fluid line in the synovial joint (0.4 mm at 0, 1.6 mm at 1).
     red_marrow : bool
-        Add haematopoietic islands (fat fraction ~0.15, no edema) in the ilia and sacrum.
+        Add haematopoietic islands (fat fraction ~0.08, no edema) in the ilia and sacrum.
     vessel : bool
         Common/internal iliac and superior gluteal arteries (flow void) and veins (bright on STIR).
     fusion_lines : bool
