@@ -286,15 +286,29 @@ def dilate_in_box(mask: NDArray[np.bool_], iterations: int = 1) -> NDArray[np.bo
     return out
 
 
-def hysteresis_threshold(image: NDArray[np.floating], low: float, high: float) -> NDArray[np.bool_]:
+def hysteresis_threshold(
+    image: NDArray[np.floating], low: float, high: float, seeds: NDArray[np.bool_] | None = None,
+) -> NDArray[np.bool_]:
     """``skimage.filters.apply_hysteresis_threshold(image, low, high)``, run on the bounding box of
-    ``image > low`` only (every component it keeps lies there): the same result, at the cost of the box."""
-    from skimage.filters import apply_hysteresis_threshold
+    ``image > low`` only (every component it keeps lies there): the same result, at the cost of the box.
 
+    ``seeds``: where a component may start. The components of ``image > low`` are kept when they hold a
+    voxel above ``high`` *inside* ``seeds``; voxels above ``high`` elsewhere only join a kept one.
+    """
+    low = min(low, high)  # as skimage: low is never above high
     out = np.zeros(image.shape, bool)
-    box = bbox_slices(np.asarray(image > min(low, high)))
-    if box is not None:
-        out[box] = apply_hysteresis_threshold(image[box], low, high)
+    box = bbox_slices(np.asarray(image > low))
+    if box is None:
+        return out
+    sub = image[box]
+    strong = sub > high
+    if seeds is not None:
+        strong &= seeds[box]
+    lab, n = ndi.label(sub > low)  # face connectivity, as skimage
+    keep = np.zeros(n + 1, bool)
+    keep[lab[strong]] = True
+    keep[0] = False
+    out[box] = keep[lab]
     return out
 
 

@@ -273,9 +273,8 @@ def detect_edema(
         score = np.minimum(score, score_t, out=score)
         del score_t
         score[~grow] = -1.0
-        if marrow.reach is not None:
-            score[marrow.reach & (score >= 1.0)] = 0.99  # seeds only in the marrow itself
-        cand = hysteresis_threshold(score, 0.6, 1.0)
+        # lesions start in the marrow itself; the reach is only grown into
+        cand = hysteresis_threshold(score, 0.6, 1.0, seeds=None if marrow.reach is None else inside)
     mask = clean_lesions(cand & grow, stir.geometry.voxel_volume_ml, ls)
     if es.pv_fraction > 0 and mask.any():
         mask = clean_lesions(half_maximum(mask, r_s, es.pv_fraction, ls.connectivity),

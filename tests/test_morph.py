@@ -150,3 +150,19 @@ def test_boxed_dilation_and_hysteresis_equal_the_full_ones() -> None:
             for it in (1, 2):
                 assert np.array_equal(dilate_in_box(mask, iterations=it), ndi.binary_dilation(mask, iterations=it))
     assert not hysteresis_threshold(np.zeros((4, 4, 4)), 0.6, 1.0).any()
+
+
+def test_hysteresis_seeds_only_start_components() -> None:
+    """With ``seeds``, a component needs a strong voxel inside them; strong voxels outside only join."""
+    score = np.zeros((12, 6, 3))
+    score[1:5, 1:4, 1] = 0.8  # component A: its strong voxel is a seed
+    score[2, 2, 1] = 2.0
+    score[4, 2, 1] = 2.0  # strong, but outside the seeds: joins A
+    score[7:11, 1:4, 1] = 0.8  # component B: strong only outside the seeds
+    score[8, 2, 1] = 2.0
+    seeds = np.zeros(score.shape, bool)
+    seeds[:4] = True
+    out = hysteresis_threshold(score, 0.6, 1.0, seeds=seeds)
+    assert out[1:5, 1:4, 1].all() and not out[7:, :, :].any() and int(out.sum()) == 12
+    # without seeds: both, as skimage
+    assert np.array_equal(hysteresis_threshold(score, 0.6, 1.0), score > 0.6)
