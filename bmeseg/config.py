@@ -127,6 +127,9 @@ class MarrowSettings:
     support_open_mm: float = 2.0
     support_min_cm2: float = 2.0
     support_close_mm: float = 0.0
+    # ... the hole filling counting the joint cortex (closed over the joint space) as the bone's wall, so
+    # BME between marrow and the articular plate, with no marrow-like T1 left, is bone too
+    support_joint_walls: bool = False
     # normal mixed marrow: T1 above muscle by this fraction of the muscle-to-fat range
     normal_t1_level: float = 0.1
     # periarticular search: the joint space between two cortical sheets (cartilage, a fluid line) is

@@ -36,8 +36,10 @@ mixed: on T1 it is between muscle and fat and overlaps muscle in intensity, so t
    sacral canal, joint fluid, bladder) is cut out of the region (in both methods), and "normal" marrow is
    the part brighter on T1 than muscle (by ``normal_t1_level`` of the muscle-fat range);
 5. where the preset asks (``support_close_mm`` > 0), the band keeps only marrow-like ground: T1 between
-   muscle and fat, opened (muscle-fat rims), in-plane pieces of a bone's size, closed over lesions. This
-   takes discs, vessels, bowel and most muscle out of the band.
+   muscle and fat, opened (muscle-fat rims), in-plane pieces of a bone's size, closed over lesions and
+   hole-filled with the joint cortex as a wall (``support_joint_walls``: BME that replaced the marrow up to
+   the articular plate lies between marrow and cortex). This takes discs, vessels, bowel and most muscle
+   out of the band.
 
 With a bone mask or label map (``--bone-mask``), the marrow is that mask minus a
 thin cortical rim.
@@ -319,7 +321,7 @@ def _periarticular(
     band = body & near & ~joint
     band &= ~_fluid(sa, sb, levels, s, spacing) & cover
     if s.support_close_mm > 0:
-        band &= _marrow_support(sa, sb, inner, levels, spacing, s)
+        band &= _marrow_support(sa, sb, inner, levels, spacing, s, joint=joint if s.support_joint_walls else None)
     bones = largest_components(band, n=s.max_bones, min_voxels=max(1, round(s.min_bone_ml / vox_ml)))
     normal = (bones > 0) & _normal_mixed(sa, sb, levels, s)
     return MarrowResult(bones, normal, levels)
@@ -327,7 +329,7 @@ def _periarticular(
 
 def _marrow_support(
     sa: NDArray[np.float32], sb: NDArray[np.float32], inner: NDArray[np.bool_], tl: dict[str, float],
-    spacing: tuple[float, ...], s: MarrowSettings,
+    spacing: tuple[float, ...], s: MarrowSettings, *, joint: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.bool_]:
     """Where the ground is marrow: mixed-marrow T1 (between muscle and fat), closed over lesions.
 
@@ -336,6 +338,11 @@ def _marrow_support(
     thin, so an in-plane opening removes them, and in-plane pieces smaller than a bone's cross-section
     are dropped. A closing and per-slice hole filling then take back what a lesion or subchondral
     sclerosis darkened inside the bone.
+
+    ``joint`` (the joint cortex, closed over the joint space) is the bone's wall where the marrow
+    meets the joint: the hole filling counts it as an edge, so BME that replaced the marrow fat from
+    the subchondral plate inwards, enclosed by marrow on one side and by the articular cortex on the
+    other, is bone too. The joint itself never is.
     """
     ips = in_plane_spacing(spacing)
     u = (sa - tl["muscle_t1"]) / max(tl["fat_t1"] - tl["muscle_t1"], 1e-6)
@@ -349,7 +356,9 @@ def _marrow_support(
         ok[0] = False
         like = ok[lab]
     support = close_ball(like, s.support_close_mm, ips) | like
-    return fill_holes_per_slice(support) & inner
+    if joint is None:
+        return fill_holes_per_slice(support) & inner
+    return (fill_holes_per_slice(support | joint) & ~joint & inner) | (support & inner)
 
 
 def _solidity(labels: NDArray[np.int32], n: int) -> NDArray[np.float64]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from bmeseg.config import load_settings
 from bmeseg.marrow import _fluid, _marrow_support, find_marrow
@@ -40,8 +41,6 @@ def _scene() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
 
 
 def _support(t1: np.ndarray, st: np.ndarray) -> np.ndarray:
-    from scipy import ndimage as ndi
-
     s = load_settings("sij").marrow
     sig = (0.5 / SPACING[0], 0.5 / SPACING[1], 0.0)  # the same light smoothing find_marrow applies
     sa, sb = ndi.gaussian_filter(t1, sig), ndi.gaussian_filter(st, sig)
@@ -61,6 +60,34 @@ def test_support_keeps_bone_with_its_lesion_and_drops_muscle_rims_and_specks() -
     assert not sup[near_rim].any()
     muscle = ~m["bone"] & ~m["speck"] & ~m["rim"]
     assert sup[muscle].mean() < 0.02
+
+
+def test_joint_cortex_walls_in_bme_that_replaced_the_marrow_up_to_the_plate() -> None:
+    """A lesion 21 mm along the joint and 9 mm deep, T1 as dark as muscle, between the marrow and the
+    articular cortex: the closing cannot bridge its mouth, so only the cortex as a wall (the
+    ``support_joint_walls`` hole filling) makes it bone. The muscle beyond the joint stays out."""
+    t1 = np.full(SHAPE, 400.0, np.float32)
+    st = np.full(SHAPE, 300.0, np.float32)
+    t1[15:90, 15:60] = 700.0  # mixed marrow
+    t1[35:70, 45:60] = 400.0  # the lesion: no marrow-like T1 left ...
+    st[35:70, 45:60] = 700.0
+    t1[10:95, 60:63], st[10:95, 60:63] = 150.0, 100.0  # ... up to the articular cortex
+    lesion = np.zeros(SHAPE, bool)
+    lesion[35:70, 45:60] = True
+    joint = np.zeros(SHAPE, bool)
+    joint[10:95, 60:63] = True
+    s = load_settings("sij").marrow
+    assert s.support_joint_walls
+    sig = (0.5 / SPACING[0], 0.5 / SPACING[1], 0.0)
+    sa, sb = ndi.gaussian_filter(t1, sig), ndi.gaussian_filter(st, sig)
+    inner = np.ones(SHAPE, bool)
+    plain = _marrow_support(sa, sb, inner, LEVELS, SPACING, s)
+    walled = _marrow_support(sa, sb, inner, LEVELS, SPACING, s, joint=joint)
+    assert plain[lesion].mean() < 0.5  # the closing reaches only the lesion's corners (0.16)
+    assert walled[lesion].mean() > 0.98
+    assert not walled[joint].any()  # the joint is never marrow
+    assert not walled[:, 63:].any()  # nor the muscle beyond it
+    assert (walled & ~plain & ~lesion).sum() < 0.02 * lesion.sum()
 
 
 def test_support_is_off_without_marrow_like_ground() -> None:
