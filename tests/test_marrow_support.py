@@ -40,12 +40,12 @@ def _scene() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     return t1, st, masks
 
 
-def _support(t1: np.ndarray, st: np.ndarray) -> np.ndarray:
+def _support(t1: np.ndarray, st: np.ndarray, joint: np.ndarray | None = None) -> np.ndarray:
     s = load_settings("sij").marrow
     sig = (0.5 / SPACING[0], 0.5 / SPACING[1], 0.0)  # the same light smoothing find_marrow applies
     sa, sb = ndi.gaussian_filter(t1, sig), ndi.gaussian_filter(st, sig)
     inner = np.ones(SHAPE, bool)
-    return _marrow_support(sa, sb, inner, LEVELS, SPACING, s)
+    return _marrow_support(sa, sb, inner, LEVELS, SPACING, s, joint=joint)
 
 
 def test_support_keeps_bone_with_its_lesion_and_drops_muscle_rims_and_specks() -> None:
@@ -76,13 +76,9 @@ def test_joint_cortex_walls_in_bme_that_replaced_the_marrow_up_to_the_plate() ->
     lesion[35:70, 45:60] = True
     joint = np.zeros(SHAPE, bool)
     joint[10:95, 60:63] = True
-    s = load_settings("sij").marrow
-    assert s.support_joint_walls
-    sig = (0.5 / SPACING[0], 0.5 / SPACING[1], 0.0)
-    sa, sb = ndi.gaussian_filter(t1, sig), ndi.gaussian_filter(st, sig)
-    inner = np.ones(SHAPE, bool)
-    plain = _marrow_support(sa, sb, inner, LEVELS, SPACING, s)
-    walled = _marrow_support(sa, sb, inner, LEVELS, SPACING, s, joint=joint)
+    assert load_settings("sij").marrow.support_joint_walls
+    plain = _support(t1, st)
+    walled = _support(t1, st, joint)
     assert plain[lesion].mean() < 0.5  # the closing reaches only the lesion's corners (0.16)
     assert walled[lesion].mean() > 0.98
     assert not walled[joint].any()  # the joint is never marrow
