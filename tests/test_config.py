@@ -38,6 +38,7 @@ def test_every_preset_loads(name: str) -> None:
     ("marrow", "reach_stir_muscle", -0.1),
     ("marrow", "reach_t1_muscle", -0.1),
     ("marrow", "bias_field", "n5"),
+    ("marrow", "support_joint_walls", "yes"),  # a bool key: true or false only
 ])
 def test_out_of_range_setting_names_its_key(section: str, key: str, value: float) -> None:
     with pytest.raises(ConfigError, match=f"{section}.{key}"):
