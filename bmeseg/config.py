@@ -96,6 +96,9 @@ class MarrowSettings:
     # ... and only into voxels brighter than reach_stir_muscle x muscle on the fluid-sensitive image and
     # brighter than reach_t1_muscle x muscle on T1
     reach_stir_muscle: float = 1.1
+    # ... and only where at least this fraction of the in-plane rays meets cortex (0: the hull of the
+    # piece and its own cortex alone bound the reach)
+    reach_rays: float = 0.94
     reach_t1_muscle: float = 0.7
     # how far from the fatty marrow (mm) to look for the bone's own cortical ring
     cortex_search_mm: float = 6.0
@@ -302,6 +305,7 @@ def _validate(s: PipelineSettings) -> None:
     check(m.lesion_reach_mm >= 0, "marrow.lesion_reach_mm", "must be >= 0")
     check(m.reach_stir_muscle >= 0, "marrow.reach_stir_muscle", "must be >= 0")
     check(m.reach_t1_muscle >= 0, "marrow.reach_t1_muscle", "must be >= 0")
+    check(0 <= m.reach_rays <= 1, "marrow.reach_rays", "must be in [0, 1]")
     check(m.split_neck_mm >= 0, "marrow.split_neck_mm", "must be >= 0")
     check(0 < m.enclosed_share <= 1, "marrow.enclosed_share", "must be in (0, 1]")
     check(0 < m.cortex_t1_level < 1, "marrow.cortex_t1_level", "must be in (0, 1)")

@@ -595,7 +595,8 @@ def _cavities(
       judged again (a rejected piece's parts only when surely enclosed and convex), so a cavity
       joined through a cortex gap to the fat beside it keeps only its convex part;
     * (``lesion_reach_mm``) the returned ``reach`` is the bone interior the fat missed: each
-      marrow piece's in-plane convex hull with its own cortex, where rays meet cortex.
+      marrow piece's in-plane convex hull with its own cortex, where at least ``reach_rays`` of
+      the rays meet cortex (0: the hull and its own cortex alone bound it).
     """
     in_plane = in_plane_structure()
     shell = body & ~erode_ball(body, s.body_shell_mm, spacing, border_value=1)
@@ -689,5 +690,5 @@ def _cavities(
     reach = None
     if s.lesion_reach_mm > 0 and bones.any():
         reach = (_lesion_reach(bones, wall, spacing, s.lesion_reach_mm, s.cortex_search_mm) & body
-                 & (rays >= s.ray_enclosed))
+                 & (rays >= s.reach_rays))
     return MarrowResult(bones, normal, levels, reach)

@@ -37,6 +37,7 @@ def test_every_preset_loads(name: str) -> None:
     ("marrow", "lesion_reach_mm", -5.0),
     ("marrow", "reach_stir_muscle", -0.1),
     ("marrow", "reach_t1_muscle", -0.1),
+    ("marrow", "reach_rays", 1.5),
     ("marrow", "bias_field", "n5"),
     ("marrow", "support_joint_walls", "yes"),  # a bool key: true or false only
 ])
