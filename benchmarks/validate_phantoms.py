@@ -26,16 +26,22 @@ slices; semiaxial = axial tilted the same way, perpendicular to the sacrum, 20 s
 * 5 lesion studies spanning 1.5 / 3 T, Siemens / GE / Philips, semicoronal and semiaxial
   fluid-sensitive planes (one semiaxial with a semicoronal T1), STIR and T2 fat-sat, SNR 12-30,
   bias 0.05-0.3, motion up to 3 deg / 3 mm, 1-3 subchondral lesions of 0.2-15 mL (log-uniform) in
-  distinct SPARCC quadrants, the first two on the sacral and the iliac side of the joint;
+  distinct SPARCC quadrants, the first two on the sacral and the iliac side of the joint, each with an
+  edema fraction of 0.3-0.9 at its core (``SIJ_EDEMA``);
 * 2 negative controls (no lesion): red-marrow islands in sacrum and ilia; a wide joint fluid line
   (1.6 mm) on T2 fat-sat. Every SIJ study also holds the pelvic BME mimics: sacral nerve roots in the
   foramina, CSF in the thecal sac, bowel content and gas, iliac veins bright on the fluid image;
-* (session 7, NN 18) extensive BME: four lesions of 8-15 mL, one per quadrant (32-60 mL), edema fraction
-  0.75-0.95, as on the held-out real subject 1013.
+* (session 7, NN 18) extensive BME: four lesions of 8-15 mL, one per quadrant (32-60 mL), as on the
+  held-out real subject 1013.
 
-The SIJ marrow was calibrated to the real scans in session 7 (normal marrow ~0.4 of the muscle-to-fat
-T1 range, ~1.2x muscle on STIR; a lesion core ~1.35x marrow on STIR): SIJ figures before that are of
-a phantom whose marrow was darker than muscle on STIR.
+The SIJ phantom is calibrated to the real scans (1007/1016; CSF also 2014/2015). Session 7: normal marrow
+~0.4 of the muscle-to-fat T1 range and ~1.2x muscle on STIR (before, it was darker than muscle). Session 9:
+the pelvic STIR has TE 58-61 ms (the knee's 30-35 ms), so CSF is 3.9-5x muscle (real 3.7-6.7x) and
+suppressed fat ~0.2-0.45x muscle (real 0.40-0.48x); the marrow water's T2 was shortened to keep the marrow
+at ~1.2x muscle, and the lesions' edema fraction is drawn so that they are ~1.4-1.8x normal marrow at the
+median (readers' BME: 1.4x, P90 2.0-2.2x). Before, CSF was 2-2.5x muscle, as bright as the BME it must
+not be taken for, and every lesion core had edema fraction 0.95. SIJ figures of different sessions are of
+different phantoms.
 
 Study ids are ``<half>-<NN>-<kind>`` with seed = half base + NN; knee kinds are NN 00-10 (as before the
 SIJ part was added), SIJ kinds NN 11-18.
@@ -101,6 +107,12 @@ class Kind:
     edema_fraction: tuple[float, float] = (0.95, 0.95)  # edema water at the lesion core (SIJ: drawn per lesion)
 
 
+#: SIJ lesion cores: edema fraction drawn per lesion, so that the cohort's lesions are ~1.5x normal marrow
+#: on STIR at the median and up to ~2x, as the readers' BME on the real scans 1007/1016 (median 1.4x,
+#: P90 2.0-2.2x normal marrow); a core of 0.95 everywhere made every lesion ~1.8-2.3x (session 9)
+SIJ_EDEMA = (0.3, 0.9)
+
+
 KNEE_KINDS = (
     Kind("15T-siemens-sag", 1.5, "siemens", "sagittal", "sagittal"),
     Kind("3T-ge-sag-t1cor", 3.0, "ge", "sagittal", "coronal"),
@@ -116,19 +128,19 @@ KNEE_KINDS = (
 )
 
 SIJ_KINDS = (
-    Kind("sij-15T-siemens-scor", 1.5, "siemens", "semicoronal", "semicoronal", anatomy="sij"),
-    Kind("sij-3T-ge-scor-t2fs", 3.0, "ge", "semicoronal", "semicoronal", "t2fs", anatomy="sij"),
-    Kind("sij-3T-philips-sax-t1scor", 3.0, "philips", "semiaxial", "semicoronal", anatomy="sij"),
+    Kind("sij-15T-siemens-scor", 1.5, "siemens", "semicoronal", "semicoronal", edema_fraction=SIJ_EDEMA, anatomy="sij"),
+    Kind("sij-3T-ge-scor-t2fs", 3.0, "ge", "semicoronal", "semicoronal", "t2fs", edema_fraction=SIJ_EDEMA, anatomy="sij"),
+    Kind("sij-3T-philips-sax-t1scor", 3.0, "philips", "semiaxial", "semicoronal", edema_fraction=SIJ_EDEMA, anatomy="sij"),
     Kind("sij-15T-ge-scor-small", 1.5, "ge", "semicoronal", "semicoronal", lesion_ml=(0.2, 1.0), n_lesions=(2, 3),
-         anatomy="sij"),
+         edema_fraction=SIJ_EDEMA, anatomy="sij"),
     Kind("sij-3T-siemens-sax-large", 3.0, "siemens", "semiaxial", "semiaxial", lesion_ml=(5.0, 15.0),
-         n_lesions=(1, 2), anatomy="sij"),
+         n_lesions=(1, 2), edema_fraction=SIJ_EDEMA, anatomy="sij"),
     Kind("sij-neg-red-marrow", 3.0, "siemens", "semicoronal", "semicoronal", negative="red_marrow", anatomy="sij"),
     Kind("sij-neg-joint-fluid", 1.5, "philips", "semicoronal", "semicoronal", "t2fs", negative="effusion",
          anatomy="sij"),
-    # (session 7, appended so the other kinds keep their ids and seeds) extensive, moderately bright BME
+    # (session 7, appended so the other kinds keep their ids and seeds) extensive BME, four quadrants
     Kind("sij-15T-siemens-scor-extensive", 1.5, "siemens", "semicoronal", "semicoronal", lesion_ml=(8.0, 15.0),
-         n_lesions=(4, 4), edema_fraction=(0.75, 0.95), anatomy="sij"),
+         n_lesions=(4, 4), edema_fraction=SIJ_EDEMA, anatomy="sij"),
 )
 
 #: the whole cohort, in id order (knee first: its ids and seeds predate the SIJ part)
@@ -191,11 +203,8 @@ def _sij_spec(kind: Kind, seed: int) -> Any:
         lo, hi = np.log(kind.lesion_ml[0]), np.log(kind.lesion_ml[1])
         for loc in order[:n]:
             vol = float(np.exp(rng.uniform(lo, hi)))
-            if kind.edema_fraction == (0.95, 0.95):  # (no draw: the other kinds' studies stay as they were)
-                lesions.append(LesionSpec("auto", round(vol, 2), loc))
-            else:
-                ef = float(rng.uniform(*kind.edema_fraction))
-                lesions.append(LesionSpec("auto", round(vol, 2), loc, edema_fraction=round(ef, 2)))
+            ef = float(rng.uniform(*kind.edema_fraction))
+            lesions.append(LesionSpec("auto", round(vol, 2), loc, edema_fraction=round(ef, 2)))
     rot = tuple(float(v) for v in rng.uniform(-3.0, 3.0, 3))
     trans = tuple(float(v) for v in rng.uniform(-3.0, 3.0, 3))
     tilt = (SIJ_TILT_DEG, 0.0, 0.0)

@@ -258,12 +258,15 @@ def test_sij_contrast_physics(tmp_path: Path) -> None:
     u = (med(t1, marrow) - med(t1, muscle)) / (med(t1, fat) - med(t1, muscle))
     assert 0.25 < u < 0.55
     assert 1.1 * med(stir, muscle) < med(stir, marrow) < 1.4 * med(stir, muscle)
-    assert med(stir, marrow) > 3.0 * med(stir, fat)
+    # (suppressed fat, its T2 outlasting muscle's at TE ~60 ms, is ~0.45x muscle: real 0.40-0.48x)
+    assert med(stir, marrow) > 2.0 * med(stir, fat) and 0.3 < med(stir, fat) / med(stir, muscle) < 0.6
     # nerve roots and CSF: brighter than marrow on STIR, never inside a bone label
     for t in (Tissue.NERVE, Tissue.CSF):
         m = tis == t
         assert med(stir, m) > 1.2 * med(stir, marrow) and not np.any(bone[m])
     assert med(stir, tis == Tissue.CSF) > med(stir, ph.lesion > 0)
+    # the thecal sac as on the real scans' STIR (3.7-6.7x muscle), above the SIJ preset's fluid test (3x)
+    assert 3.5 * med(stir, muscle) < med(stir, tis == Tissue.CSF) < 7.0 * med(stir, muscle)
     assert med(stir, tis == Tissue.VEIN) > 1.5 * med(stir, marrow) and med(t1, tis == Tissue.GAS) < 0.05
     # joint line: each side's cartilage/fluid touches both the sacrum and that ilium
     joint = np.isin(tis, (Tissue.CARTILAGE, Tissue.FLUID))
@@ -326,7 +329,7 @@ def test_t2fs_series_is_found_as_fat_saturated_t2(tmp_path: Path, vendor: str) -
         assert m.sum() >= 20
         return float(np.median(img[m]))
 
-    # (mixed marrow water, T2 60 ms at 3 T, outlasts muscle's 35 ms at TE 70-80: marrow ~2x muscle)
+    # (mixed marrow water, T2 43 ms at 3 T, a little longer than muscle's 35 ms: at TE 70-80 marrow ~1.3x muscle)
     assert med(tlab == Tissue.FAT) < med(nm) < med(tlab == Tissue.MUSCLE) * 2.5
     assert med(bme) > 1.3 * med(nm) and med(tlab == Tissue.CSF) > med(bme)
     with pytest.raises(ValueError, match="'fluid_type' must be one of"):

@@ -397,8 +397,12 @@ def _protocol(role: str, spec: StudySpec, plane: str, series_number: int) -> _Pr
                  "ge": (f"{short} T1", "SE", "SK\\OSP", "FAST_GEMS\\NPW_GEMS", "fse-xl", 90.0, 3),
                  "philips": ("T1W_TSE", "SE", "SK", "", "TSE", 90.0, 4)}[v]
     elif role == "stir":
-        seq = SequenceParams("stir", tr_ms=4000.0 if v != "ge" else 4200.0, te_ms=35.0 if v != "philips" else 30.0,
-                             ti_ms=ti)
+        # pelvic STIR runs a longer echo than the knee's: on the real SIJ scans CSF in the thecal sac is
+        # 3.7-6.7x muscle (median of the brightest fluid body; 1007, 1016, 2014, 2015), which the
+        # signal model gives at TE ~60 ms (TE 35 ms: 2.2x, dimmer than the BME it must not be taken for)
+        te = (35.0 if v != "philips" else 30.0) if spec.anatomy != "sij" else {"siemens": 61.0, "ge": 60.0,
+                                                                              "philips": 58.0}[v]
+        seq = SequenceParams("stir", tr_ms=4000.0 if v != "ge" else 4200.0, te_ms=te, ti_ms=ti)
         names = {"siemens": (f"tirm_{short}", "SE\\IR", "SK\\SP\\MP\\OSP", "IR", "*tir2d1_11", 150.0, 11),
                  "ge": (f"{short} STIR", "IR", "SK\\MP\\OSP", "IR_GEMS\\FAST_GEMS", "fse-ir", 90.0, 10),
                  "philips": ("STIR", "IR", "SK\\MP", "", "IR-TSE", 90.0, 12)}[v]

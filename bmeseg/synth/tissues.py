@@ -133,8 +133,9 @@ _TABLE_15T: dict[Compartment, tuple[float, float, float]] = {
     Compartment.DISC: (0.85, 1200.0, 110.0),
     Compartment.BOWEL: (0.75, 1100.0, 70.0),
     # chosen so that sacral/iliac marrow at fat fraction ~0.27 sits at ~0.4 of the muscle-to-fat T1 range
-    # and ~1.2x muscle on STIR, as in the readers' normal-marrow regions of the real SIJ scans 1007/1016
-    Compartment.MIXED_MARROW_WATER: (0.9, 900.0, 70.0),
+    # and ~1.2x muscle on the pelvic STIR (TE ~60 ms), as in the readers' normal-marrow regions of the
+    # real SIJ scans 1007/1016
+    Compartment.MIXED_MARROW_WATER: (0.95, 900.0, 50.0),
 }
 _TABLE_3T: dict[Compartment, tuple[float, float, float]] = {
     Compartment.AIR: (0.0, 1000.0, 1.0),
@@ -153,7 +154,7 @@ _TABLE_3T: dict[Compartment, tuple[float, float, float]] = {
     Compartment.CSF: (1.0, 4500.0, 1800.0),
     Compartment.DISC: (0.85, 1500.0, 100.0),
     Compartment.BOWEL: (0.75, 1400.0, 60.0),
-    Compartment.MIXED_MARROW_WATER: (0.9, 1200.0, 60.0),
+    Compartment.MIXED_MARROW_WATER: (0.95, 1200.0, 43.0),
 }
 
 
