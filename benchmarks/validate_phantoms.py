@@ -36,10 +36,10 @@ slices; semiaxial = axial tilted the same way, perpendicular to the sacrum, 20 s
 
 The SIJ phantom is calibrated to the real scans (1007/1016; CSF also 2014/2015). Session 7: normal marrow
 ~0.4 of the muscle-to-fat T1 range and ~1.2x muscle on STIR (before, it was darker than muscle). Session 9:
-the pelvic STIR has TE 58-61 ms (the knee's 30-35 ms), so CSF is 3.9-5x muscle (real 3.7-6.7x) and
+the pelvic STIR has TE 58-61 ms (the knee's 30-35 ms), so CSF is 3.7-5.1x muscle (real 3.7-6.7x) and
 suppressed fat ~0.2-0.45x muscle (real 0.40-0.48x); the marrow water's T2 was shortened to keep the marrow
-at ~1.2x muscle, and the lesions' edema fraction is drawn so that they are ~1.4-1.8x normal marrow at the
-median (readers' BME: 1.4x, P90 2.0-2.2x). Before, CSF was 2-2.5x muscle, as bright as the BME it must
+at ~1.2x muscle, and the lesions' edema fraction is drawn so that their median is 1.3-2.2x normal
+marrow (six dev studies; readers' BME: 1.4x, P90 2.0-2.2x). Before, CSF was 2-2.5x muscle, as bright as the BME it must
 not be taken for, and every lesion core had edema fraction 0.95. SIJ figures of different sessions are of
 different phantoms.
 
