@@ -204,6 +204,21 @@ def _label_means(values: NDArray[np.floating] | None, lab: NDArray[np.int64], wh
         return (sums / counts)[1:]
 
 
+def _label_per_bone(bme: NDArray[np.bool_], bones: NDArray[np.integer], structure: NDArray[np.bool_],
+                    ) -> tuple[NDArray[np.int32], int]:
+    """Connected BME components within each bone: BME on both sides of a joint is one lesion per bone
+    (its bone, subregion and depth are then those of one bone). Voxels outside every bone form their own
+    components."""
+    lab = np.zeros(bme.shape, np.int32)
+    n = 0
+    key = np.where(bme, bones, -1)
+    for b in np.unique(key[bme]):
+        part, k = ndi.label(key == b, structure=structure)
+        lab[part > 0] = part[part > 0] + n
+        n += int(k)
+    return lab, n
+
+
 def measure(
     bme: NDArray[np.bool_],
     bones: NDArray[np.integer],
@@ -240,12 +255,12 @@ def measure(
     Returns
     -------
     Measurements
-        Lesion ids run 1..N by decreasing volume; ``extent_score`` is the scheme's
+        Lesions are connected BME within one bone; ids run 1..N by decreasing volume; ``extent_score`` is the scheme's
         aggregate (module docstring).
     """
     vox = geom.voxel_volume_ml
     structure = ndi.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity])
-    lab, n = ndi.label(bme, structure=structure)
+    lab, n = _label_per_bone(bme, bones, structure)
     warnings: list[str] = []
     if n > 255:
         warnings.append(f"{n} lesions found; only the 255 largest are labelled in bme_mask.nii.gz")

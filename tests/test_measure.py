@@ -250,3 +250,18 @@ def test_synthetic_knee_study_truth(tmp_path: Path) -> None:
     for b in m.bones:
         frac = (bme & (bone.array == b.label)).sum() / (bone.array == b.label).sum()
         assert abs(b.extent_fraction - frac) < 0.05 and b.grade == grade(frac, (0.0, 0.33, 0.66))
+
+
+def test_bme_across_a_joint_is_one_lesion_per_bone() -> None:
+    # BME on both sides of the left joint, touching across the joint space where the bones meet: each
+    # side is its own lesion, with its own bone and quadrant (one lesion named by the majority bone
+    # with the other bone's quadrant was the old answer)
+    g, bones, p = _sij()
+    x, z = p[..., 0], p[..., 2]
+    bones = bones.copy()
+    bones[(x >= 20) & (x <= 28) & (np.abs(z) < 30) & (bones == 0) & (np.abs(p[..., 1]) < 18)] = 2  # no joint gap
+    les = (bones > 0) & (x > 12) & (x < 36) & (z > 5) & (z < 20)
+    m = measure(les, bones, g, anatomy="sij", scoring=load_settings("sij").scoring)
+    got = sorted((le.bone, le.region) for le in m.lesions)
+    assert got == [("ilium_left", "upper"), ("sacrum", "left_upper")], got
+    assert abs(sum(le.volume_ml for le in m.lesions) - les.sum() * g.voxel_volume_ml) < 1e-9
