@@ -138,6 +138,12 @@ class MarrowSettings:
     # periarticular search: the joint space between two cortical sheets (cartilage, a fluid line) is
     # closed into the joint by an in-plane closing of the sheets of this radius (mm; 0: off)
     joint_close_mm: float = 0.0
+    # sacroiliac: split the band into sacrum and the two ilia along the joint lines (marker watershed on
+    # the T1 from seeds within side_seed_mm of the body's left-right middle and beyond ilium_seed_mm of
+    # it); where a joint line is faint the band runs across it and would be one bone
+    split_joint_sides: bool = False
+    sacrum_seed_mm: float = 15.0
+    ilium_seed_mm: float = 75.0
     # slow coil-sensitivity (bias) correction of the T1 before marrow finding: "none" or "n4" (bmeseg.bias);
     # edema finding needs none (it compares with a local normal-marrow level)
     bias_field: str = "none"
@@ -326,6 +332,8 @@ def _validate(s: PipelineSettings) -> None:
     check(m.support_min_cm2 >= 0, "marrow.support_min_cm2", "must be >= 0")
     check(m.support_close_mm >= 0, "marrow.support_close_mm", "must be >= 0")
     check(m.joint_close_mm >= 0, "marrow.joint_close_mm", "must be >= 0")
+    check(m.sacrum_seed_mm > 0, "marrow.sacrum_seed_mm", "must be > 0")
+    check(m.ilium_seed_mm > m.sacrum_seed_mm, "marrow.ilium_seed_mm", "must exceed marrow.sacrum_seed_mm")
     check(0 <= m.normal_t1_level < 1, "marrow.normal_t1_level", "must be in [0, 1)")
     e = s.edema
     check(e.stir_tukey_k >= 0, "edema.stir_tukey_k", "must be >= 0")

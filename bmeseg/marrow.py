@@ -215,7 +215,9 @@ def find_marrow(
             normal = fat & (lab > 0)
         return MarrowResult(lab, normal, levels)
     if s.search == "periarticular":
-        return _periarticular(sa, sb, body, cover, spacing, vox_ml, s, levels)
+        # the in-plane index axis closest to the patient's left-right axis (LPS x)
+        lr_axis = int(np.argmax(np.abs(stir.geometry.direction[0, :2])))
+        return _periarticular(sa, sb, body, cover, spacing, vox_ml, s, levels, lr_axis=lr_axis)
     res = _cavities(a, b, body, cover, fat, spacing, vox_ml, s, levels, t_lo, s_thr)
     # fluid inside the bone outline (sacral canal CSF, a cyst, effusion in a notch) is not marrow
     fluid = _fluid(sa, sb, levels, s, spacing)
@@ -304,10 +306,11 @@ def _normal_mixed(
 def _periarticular(
     sa: NDArray[np.float32], sb: NDArray[np.float32], body: NDArray[np.bool_], cover: NDArray[np.bool_],
     spacing: tuple[float, ...],
-    vox_ml: float, s: MarrowSettings, levels: dict[str, float],
+    vox_ml: float, s: MarrowSettings, levels: dict[str, float], *, lr_axis: int = 0,
 ) -> MarrowResult:
     """Subchondral band around the joint cortex (mixed marrow: sacroiliac joints, spine), from the
-    lightly smoothed images ``sa``/``sb`` and the scan's ``levels`` (with :func:`tissue_levels`' keys)."""
+    lightly smoothed images ``sa``/``sb`` and the scan's ``levels`` (with :func:`tissue_levels`' keys).
+    ``lr_axis`` is the in-plane index axis nearest the patient's left-right (``split_joint_sides``)."""
     ips = in_plane_spacing(spacing)
     inner = erode_ball(body, s.body_shell_mm, ips) & cover
     cortex = inner & (sa < s.cortex_t1_level * levels["muscle_t1"]) & (sb < levels["muscle_stir"])
@@ -323,8 +326,45 @@ def _periarticular(
     if s.support_close_mm > 0:
         band &= _marrow_support(sa, sb, inner, levels, spacing, s, joint=joint if s.support_joint_walls else None)
     bones = largest_components(band, n=s.max_bones, min_voxels=max(1, round(s.min_bone_ml / vox_ml)))
+    if s.split_joint_sides:
+        bones = _split_joint_sides(bones, sa, body, spacing, lr_axis, s.sacrum_seed_mm, s.ilium_seed_mm)
     normal = (bones > 0) & _normal_mixed(sa, sb, levels, s)
     return MarrowResult(bones, normal, levels)
+
+
+def _split_joint_sides(
+    bones: NDArray[np.int32], t1: NDArray[np.float32], body: NDArray[np.bool_], spacing: tuple[float, ...],
+    lr_axis: int, sacrum_mm: float, ilium_mm: float,
+) -> NDArray[np.int32]:
+    """Relabel a sacroiliac band as sacrum (1), the ilium on the +index side (2) and on the -index side
+    (3), plus any piece none of them reaches (4...).
+
+    Where a joint line is faint the band runs across it, and one component then holds the sacral and
+    the iliac side of that joint (named by its centroid, its lesions get the wrong bone and quadrant).
+    A marker watershed on the T1 (dark cortex and joint space are ridges) grows the sacrum from the band
+    within ``sacrum_mm`` of the body's left-right middle and each ilium from the band beyond ``ilium_mm``
+    on its side, so the three meet on the joint lines. Without all three seeds the labels are kept."""
+    from skimage.segmentation import watershed
+
+    m = bones > 0
+    if not m.any():
+        return bones
+    shape = [1, 1, 1]
+    shape[lr_axis] = -1
+    coord = np.arange(bones.shape[lr_axis], dtype=np.float64).reshape(shape)
+    mid = float(np.mean(np.nonzero(body)[lr_axis]))
+    x = np.broadcast_to((coord - mid) * spacing[lr_axis], bones.shape)
+    markers = np.zeros(bones.shape, np.int32)
+    markers[m & (np.abs(x) <= sacrum_mm)] = 1
+    markers[m & (x >= ilium_mm)] = 2
+    markers[m & (x <= -ilium_mm)] = 3
+    if not all((markers == k).any() for k in (1, 2, 3)):
+        return bones
+    out = watershed(-t1, markers, mask=m).astype(np.int32)
+    # pieces no seed reaches (not connected to any) keep a label of their own
+    rest, _ = ndi.label(m & (out == 0))
+    out[rest > 0] = rest[rest > 0] + 3
+    return out
 
 
 def _marrow_support(

@@ -227,3 +227,26 @@ def test_lesion_reach_stays_inside_its_own_cortex(bridge: bool) -> None:
     assert not joint.any() if not bridge else (joint.sum() <= 10 and np.all(abs(ii[joint] - 40) <= 3))
     assert not reach[wall2].any() and not reach[bones2 > 0].any()
     assert reach[(ra < 16) & (ii > 41)].mean() > 0.95  # A's interior that its fat missed
+
+
+@pytest.mark.parametrize("lr_axis", [0, 1])
+def test_split_joint_sides_cuts_a_band_that_runs_across_a_faint_joint(lr_axis: int) -> None:
+    from bmeseg.marrow import _split_joint_sides
+
+    # sacrum |x| < 35 mm, ilia 35-110 mm either side; the band is one piece (the joints were not found
+    # as cortex) but the T1 is darker along the joint lines at |x| = 35 mm (off the seeds' midpoint, 45)
+    n = 240
+    x = (np.arange(n) - (n - 1) / 2) * 1.0
+    xx = np.broadcast_to(x[:, None, None], (n, 60, 4)) if lr_axis == 0 else np.broadcast_to(x[None, :, None], (60, n, 4))
+    shape = xx.shape
+    body = np.ones(shape, bool)
+    band = np.abs(xx) < 110
+    t1 = np.where(np.abs(np.abs(xx) - 35) < 1.5, 200.0, 800.0).astype(np.float32)
+    bones = band.astype(np.int32)
+    out = _split_joint_sides(bones, t1, body, (1.0, 1.0, 3.0), lr_axis, 15.0, 75.0)
+    assert np.array_equal(out > 0, band)  # relabelled only
+    sac, left, right = out[np.abs(xx) < 33], out[band & (xx > 37)], out[band & (xx < -37)]
+    assert np.all(sac == 1) and np.all(left == 2) and np.all(right == 3)
+    # without a seed on each side (a narrow field of view) the labels stay as they were
+    narrow = (np.abs(xx) < 60).astype(np.int32)
+    assert np.array_equal(_split_joint_sides(narrow, t1, body, (1.0, 1.0, 3.0), lr_axis, 15.0, 75.0), narrow)
