@@ -300,6 +300,37 @@ def diagnose(pred: np.ndarray, truth_labels: np.ndarray, tissue: np.ndarray, mar
     }
 
 
+def _truth_place(les: dict[str, Any]) -> tuple[str, str | None]:
+    """(bone, SIJ quadrant as bmeseg names it, or None) of one truth lesion."""
+    loc = str(les.get("location", "")).lower().split("_")
+    if len(loc) == 3 and loc[1] in ("sacral", "iliac"):  # e.g. LEFT_SACRAL_UPPER
+        return les["bone"], (f"{loc[0]}_{loc[2]}" if loc[1] == "sacral" else loc[2])
+    return les["bone"], None
+
+
+def placement(meas: Any, truth_labels: np.ndarray, truth_json: dict[str, Any]) -> dict[str, Any]:
+    """Of the truth lesion voxels found, the share whose bmeseg lesion names the truth bone (and, on the
+    SIJ, the truth quadrant): what the per-bone and per-quadrant scores rest on."""
+    place = {int(t["id"]): _truth_place(t) for t in truth_json.get("lesions", [])}
+    found = (meas.lesion_labels > 0) & (truth_labels > 0)
+    if not found.any() or not place:
+        return {}
+    by_id = {le.id: le for le in meas.lesions}
+    pairs, n = np.unique(np.stack([truth_labels[found], meas.lesion_labels[found]]), axis=1, return_counts=True)
+    bone_ok = quad_ok = quad_n = 0
+    for (t, p), c in zip(pairs.T, n, strict=True):
+        bone, quad = place[int(t)]
+        le = by_id[int(p)]
+        bone_ok += c * (le.bone == bone)
+        if quad is not None:
+            quad_n += c
+            quad_ok += c * (le.bone == bone and le.region == quad)
+    out: dict[str, Any] = {"found_vox": int(n.sum()), "bone_ok_vox": int(bone_ok)}
+    if quad_n:
+        out["quadrant_ok_vox"] = int(quad_ok)
+    return out
+
+
 def run_one(root: Path, preset: str = "knee", *, diagnostic: bool = False) -> dict[str, Any]:
     from bmeseg.config import load_settings
     from bmeseg.io.nifti import read_nifti
@@ -316,6 +347,7 @@ def run_one(root: Path, preset: str = "knee", *, diagnostic: bool = False) -> di
     row = evaluate(pred, truth.array, vox)
     row["seconds"] = dt
     row["detect_s"] = sum(res.timings_s.get(k, 0.0) for k in ("marrow", "edema", "measure"))
+    row.update(placement(res.measurements, truth.array, json.loads((root / "truth" / "truth.json").read_text())))
     if diagnostic:
         tissue = read_nifti(root / "truth" / "tissue_labels.nii.gz", dtype=np.int32).array
         row["diagnostic"] = diagnose(pred, truth.array, tissue, res.marrow.bones > 0, vox)
@@ -365,6 +397,11 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if neg:
         out["negative_ml"] = [round(r["pred_ml"], 3) for r in neg]
         out["negative_max_ml"] = max(r["pred_ml"] for r in neg)
+    found = sum(r.get("found_vox", 0) for r in pos)
+    if found:
+        out["bone_ok_pct"] = 100.0 * sum(r.get("bone_ok_vox", 0) for r in pos) / found
+        if any("quadrant_ok_vox" in r for r in pos):
+            out["quadrant_ok_pct"] = 100.0 * sum(r.get("quadrant_ok_vox", 0) for r in pos) / found
     if rows:
         out["median_detect_s"] = statistics.median(r["detect_s"] for r in rows)
     return out
@@ -391,6 +428,9 @@ def _summary_lines(label: str, s: dict[str, Any]) -> list[str]:
         f"  lesions >= 0.3 mL detected {s['lesions_detected']}/{s['lesions_counted']} ({tag('det')}; missed "
         f"{s['missed']}); smaller ones {s['below_0_3ml_detected']}",
         f"  false positives in lesion studies: median {s['median_fp_ml']:.2f} mL",
+        *([f"  lesion voxels found, named with the truth bone: {s['bone_ok_pct']:.1f} %"
+           + (f"; bone and SIJ quadrant: {s['quadrant_ok_pct']:.1f} %" if "quadrant_ok_pct" in s else "")]
+          if "bone_ok_pct" in s else []),
         f"  negative controls flagged mL {s.get('negative_ml', [])} (target <= 0.2: {tag('neg')})",
         f"  detect() (marrow + edema + measure) median {s['median_detect_s']:.2f} s/study",
     ]

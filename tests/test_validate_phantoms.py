@@ -124,3 +124,23 @@ def test_diagnose_splits_errors_by_tissue_and_marrow_mask() -> None:
     assert d["marrow_recall"] == pytest.approx(18 / 36)
     assert d["marrow_precision"] == pytest.approx(18 / 20)
     assert d["marrow_mask_non_marrow_ml"] == {"muscle": 1.0}
+
+
+def test_placement_counts_found_voxels_by_bone_and_quadrant() -> None:
+    from types import SimpleNamespace
+
+    truth = np.zeros((10, 10, 2), np.int32)
+    truth[:4] = 1  # LEFT_SACRAL_UPPER, 80 voxels
+    truth[6:] = 2  # LEFT_ILIAC_LOWER, 80 voxels
+    pred = np.zeros_like(truth, dtype=np.uint8)
+    pred[:2] = 1  # half of the sacral lesion, named right
+    pred[6:] = 2  # all of the iliac one, right bone, wrong quadrant
+    meas = SimpleNamespace(lesion_labels=pred, lesions=[SimpleNamespace(id=1, bone="sacrum", region="left_upper"),
+                                                        SimpleNamespace(id=2, bone="ilium_left", region="upper")])
+    tj = {"lesions": [{"id": 1, "bone": "sacrum", "location": "LEFT_SACRAL_UPPER"},
+                      {"id": 2, "bone": "ilium_left", "location": "LEFT_ILIAC_LOWER"}]}
+    got = vp.placement(meas, truth, tj)
+    assert got == {"found_vox": 120, "bone_ok_vox": 120, "quadrant_ok_vox": 40}
+    # knee lesions have no quadrant: bone only
+    tj_knee = {"lesions": [{"id": 1, "bone": "femur", "location": "trochlea"}, {"id": 2, "bone": "tibia"}]}
+    assert vp.placement(meas, truth, tj_knee) == {"found_vox": 120, "bone_ok_vox": 0}
