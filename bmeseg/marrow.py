@@ -327,14 +327,16 @@ def _periarticular(
         band &= _marrow_support(sa, sb, inner, levels, spacing, s, joint=joint if s.support_joint_walls else None)
     bones = largest_components(band, n=s.max_bones, min_voxels=max(1, round(s.min_bone_ml / vox_ml)))
     if s.split_joint_sides:
-        bones = _split_joint_sides(bones, sa, body, spacing, lr_axis, s.sacrum_seed_mm, s.ilium_seed_mm)
+        bones = _split_joint_sides(bones, sa, body, sheets, spacing, lr_axis, s.sacrum_seed_mm, s.ilium_seed_mm,
+                                   near_mm=s.band_mm)
     normal = (bones > 0) & _normal_mixed(sa, sb, levels, s)
     return MarrowResult(bones, normal, levels)
 
 
 def _split_joint_sides(
-    bones: NDArray[np.int32], t1: NDArray[np.float32], body: NDArray[np.bool_], spacing: tuple[float, ...],
-    lr_axis: int, sacrum_mm: float, ilium_mm: float,
+    bones: NDArray[np.int32], t1: NDArray[np.float32], body: NDArray[np.bool_], sheets: NDArray[np.bool_],
+    spacing: tuple[float, ...], lr_axis: int, sacrum_mm: float, ilium_mm: float, *, side_mm: float = 2.0,
+    near_mm: float = 10.0,
 ) -> NDArray[np.int32]:
     """Relabel a sacroiliac band as sacrum (1), the ilium on the +index side (2) and on the -index side
     (3), plus any piece none of them reaches (4...).
@@ -343,7 +345,11 @@ def _split_joint_sides(
     the iliac side of that joint (named by its centroid, its lesions get the wrong bone and quadrant).
     A marker watershed on the T1 (dark cortex and joint space are ridges) grows the sacrum from the band
     within ``sacrum_mm`` of the body's left-right middle and each ilium from the band beyond ``ilium_mm``
-    on its side, so the three meet on the joint lines. Without all three seeds the labels are kept."""
+    on its side, so the three meet on the joint lines. Where the band is only a strip either side of a
+    joint line (``sheets`` between ``sacrum_mm`` and ``ilium_mm`` from the middle), the strip within
+    ``near_mm`` of a line and more than ``side_mm`` medial of its nearest line voxel seeds the sacrum,
+    the strip lateral of it the ilium: the middle of the sacrum is often outside the band, and a flood from it would come too late.
+    Without all three seeds the labels are kept."""
     from skimage.segmentation import watershed
 
     m = bones > 0
@@ -358,6 +364,18 @@ def _split_joint_sides(
     markers[m & (np.abs(x) <= sacrum_mm)] = 1
     markers[m & (x >= ilium_mm)] = 2
     markers[m & (x <= -ilium_mm)] = 3
+    zone = sheets & (np.abs(x) >= sacrum_mm) & (np.abs(x) <= ilium_mm)
+    ips = spacing[:2]
+    for k in np.flatnonzero(zone.any(axis=(0, 1))):
+        dist, idx = ndi.distance_transform_edt(~zone[:, :, k], sampling=ips, return_indices=True)
+        xv = x[:, :, k]
+        reach = np.abs(x[:, :, k][idx[0], idx[1]])  # how far from the middle the nearest joint line is
+        free = m[:, :, k] & (markers[:, :, k] == 0) & (dist <= near_mm)
+        mk = markers[:, :, k]
+        mk[free & (np.abs(xv) <= reach - side_mm)] = 1
+        lateral = free & (np.abs(xv) >= reach + side_mm)
+        mk[lateral & (xv > 0)] = 2
+        mk[lateral & (xv < 0)] = 3
     if not all((markers == k).any() for k in (1, 2, 3)):
         return bones
     out = watershed(-t1, markers, mask=m).astype(np.int32)

@@ -243,10 +243,20 @@ def test_split_joint_sides_cuts_a_band_that_runs_across_a_faint_joint(lr_axis: i
     band = np.abs(xx) < 110
     t1 = np.where(np.abs(np.abs(xx) - 35) < 1.5, 200.0, 800.0).astype(np.float32)
     bones = band.astype(np.int32)
-    out = _split_joint_sides(bones, t1, body, (1.0, 1.0, 3.0), lr_axis, 15.0, 75.0)
+    sheets = np.abs(np.abs(xx) - 35) < 1.0
+    out = _split_joint_sides(bones, t1, body, sheets, (1.0, 1.0, 3.0), lr_axis, 15.0, 75.0)
     assert np.array_equal(out > 0, band)  # relabelled only
     sac, left, right = out[np.abs(xx) < 33], out[band & (xx > 37)], out[band & (xx < -37)]
     assert np.all(sac == 1) and np.all(left == 2) and np.all(right == 3)
     # without a seed on each side (a narrow field of view) the labels stay as they were
     narrow = (np.abs(xx) < 60).astype(np.int32)
-    assert np.array_equal(_split_joint_sides(narrow, t1, body, (1.0, 1.0, 3.0), lr_axis, 15.0, 75.0), narrow)
+    no_lines = np.zeros_like(sheets)
+    assert np.array_equal(_split_joint_sides(narrow, t1, body, no_lines, (1.0, 1.0, 3.0), lr_axis, 15.0, 75.0),
+                          narrow)
+    # the band only a strip either side of each joint line (the middle of the sacrum not in it), the
+    # ilia reaching beyond 75 mm on a few rows: the strip medial of a line is sacrum, lateral ilium
+    jj = np.broadcast_to(np.arange(shape[1 - lr_axis]).reshape((1, -1, 1) if lr_axis == 0 else (-1, 1, 1)), shape)
+    strips = ((np.abs(xx) >= 20) & (np.abs(xx) <= 50)) | ((np.abs(xx) < 110) & (np.abs(xx) > 50) & (jj < 5))
+    out = _split_joint_sides(strips.astype(np.int32), t1, body, sheets, (1.0, 1.0, 3.0), lr_axis, 15.0, 75.0)
+    assert np.all(out[strips & (np.abs(xx) < 33)] == 1)
+    assert np.all(out[strips & (xx > 37)] == 2) and np.all(out[strips & (xx < -37)] == 3)
