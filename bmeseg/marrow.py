@@ -364,7 +364,20 @@ def _split_joint_sides(
     markers[m & (np.abs(x) <= sacrum_mm)] = 1
     markers[m & (x >= ilium_mm)] = 2
     markers[m & (x <= -ilium_mm)] = 3
-    zone = sheets & (np.abs(x) >= sacrum_mm) & (np.abs(x) <= ilium_mm)
+    # a joint line has the band on both sides along left-right (the outer cortex of an ilium has muscle
+    # lateral of it; sacral foramina lie within 2 x sacrum_mm of the middle)
+    steps = max(1, round(near_mm / spacing[lr_axis]))
+    toward_plus = np.zeros_like(m)  # band within near_mm on the +index side
+    toward_minus = np.zeros_like(m)
+    n_lr = m.shape[lr_axis]
+    for d in range(1, min(steps, n_lr - 1) + 1):
+        src = [slice(None)] * 3
+        dst = [slice(None)] * 3
+        src[lr_axis], dst[lr_axis] = slice(d, None), slice(None, n_lr - d)
+        toward_plus[tuple(dst)] |= m[tuple(src)]
+        toward_minus[tuple(src)] |= m[tuple(dst)]
+    both = toward_plus & toward_minus
+    zone = sheets & both & (np.abs(x) >= 2.0 * sacrum_mm) & (np.abs(x) <= ilium_mm)
     ips = spacing[:2]
     for k in np.flatnonzero(zone.any(axis=(0, 1))):
         dist, idx = ndi.distance_transform_edt(~zone[:, :, k], sampling=ips, return_indices=True)
