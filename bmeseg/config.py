@@ -139,8 +139,9 @@ class MarrowSettings:
     # closed into the joint by an in-plane closing of the sheets of this radius (mm; 0: off)
     joint_close_mm: float = 0.0
     # sacroiliac: split the band into sacrum and the two ilia along the joint lines (marker watershed on
-    # the T1 from seeds within side_seed_mm of the body's left-right middle and beyond ilium_seed_mm of
-    # it); where a joint line is faint the band runs across it and would be one bone
+    # the T1 from seeds within sacrum_seed_mm of the body's left-right middle, beyond ilium_seed_mm of it,
+    # and either side of joint lines between 2 x sacrum_seed_mm and ilium_seed_mm out); where a joint
+    # line is faint the band runs across it and would be one bone
     split_joint_sides: bool = False
     sacrum_seed_mm: float = 15.0
     ilium_seed_mm: float = 75.0
