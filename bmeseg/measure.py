@@ -205,10 +205,12 @@ def _label_means(values: NDArray[np.floating] | None, lab: NDArray[np.int64], wh
 
 
 def _label_per_bone(bme: NDArray[np.bool_], bones: NDArray[np.integer], structure: NDArray[np.bool_],
-                    ) -> tuple[NDArray[np.int32], int]:
+                    *, min_share: float = 0.1) -> tuple[NDArray[np.int32], int]:
     """Connected BME components within each bone: BME on both sides of a joint is one lesion per bone
     (its bone, subregion and depth are then those of one bone). Voxels outside every bone form their own
-    components."""
+    components. A part smaller than ``min_share`` of its whole component (a rim of a few voxels over a
+    bone's edge) stays with the component's largest part instead of becoming a lesion of its own."""
+    whole, n_whole = ndi.label(bme, structure=structure)
     lab = np.zeros(bme.shape, np.int32)
     n = 0
     key = np.where(bme, bones, -1)
@@ -216,7 +218,26 @@ def _label_per_bone(bme: NDArray[np.bool_], bones: NDArray[np.integer], structur
         part, k = ndi.label(key == b, structure=structure)
         lab[part > 0] = part[part > 0] + n
         n += int(k)
-    return lab, n
+    if n <= n_whole:
+        return lab, n
+    where = np.nonzero(lab)
+    part_of, comp_of = lab[where], whole[where]
+    size = np.bincount(part_of, minlength=n + 1)
+    comp = np.zeros(n + 1, np.int64)
+    comp[part_of] = comp_of  # each part lies in one component
+    comp_size = np.bincount(whole[where], minlength=n_whole + 1)
+    # the largest part of each component (ties: the lower label)
+    order = np.lexsort((np.arange(1, n + 1), -size[1:]))
+    biggest = np.zeros(n_whole + 1, np.int64)
+    for p in order[::-1] + 1:
+        biggest[comp[p]] = p
+    target = np.arange(n + 1)
+    small = size < min_share * comp_size[comp]
+    small[0] = False
+    target[small] = biggest[comp[small]]
+    kept, new = np.unique(target[1:], return_inverse=True)
+    remap = np.concatenate([[0], new + 1]).astype(np.int32)
+    return remap[lab], int(kept.size)
 
 
 def measure(

@@ -265,3 +265,16 @@ def test_bme_across_a_joint_is_one_lesion_per_bone() -> None:
     got = sorted((le.bone, le.region) for le in m.lesions)
     assert got == [("ilium_left", "upper"), ("sacrum", "left_upper")], got
     assert abs(sum(le.volume_ml for le in m.lesions) - les.sum() * g.voxel_volume_ml) < 1e-9
+
+
+def test_a_rim_over_a_bone_edge_stays_with_its_lesion() -> None:
+    g, bones, p = _sij()
+    x, z = p[..., 0], p[..., 2]
+    bones = bones.copy()
+    bones[(x >= 20) & (x <= 28) & (np.abs(z) < 30) & (bones == 0) & (np.abs(p[..., 1]) < 18)] = 2
+    # an iliac lesion whose edge reaches one voxel into the sacrum: still one lesion, in the ilium
+    les = (bones > 0) & (x > 26.5) & (x < 40) & (z > 5) & (z < 20)
+    assert np.unique(bones[les]).tolist() == [1, 2]
+    m = measure(les, bones, g, anatomy="sij", scoring=load_settings("sij").scoring)
+    assert [(le.bone, le.region) for le in m.lesions] == [("ilium_left", "upper")]
+    assert m.lesions[0].n_voxels == les.sum()
