@@ -59,7 +59,7 @@ and how much of the truth marrow the marrow mask recovers (recall, precision, no
 Usage::
 
     python benchmarks/validate_phantoms.py [--cache DIR] [--half tune|report|holdout|dev|both|all] [--anatomy knee|sij|all]
-        [--only ID_PART ...] [--diagnose] [--json FILE]
+        [--only ID_PART ...] [--config FILE] [--diagnose] [--json FILE]
 """
 
 from __future__ import annotations
@@ -331,14 +331,15 @@ def placement(meas: Any, truth_labels: np.ndarray, truth_json: dict[str, Any]) -
     return out
 
 
-def run_one(root: Path, preset: str = "knee", *, diagnostic: bool = False) -> dict[str, Any]:
+def run_one(root: Path, preset: str = "knee", *, diagnostic: bool = False, config: str | None = None,
+            ) -> dict[str, Any]:
     from bmeseg.config import load_settings
     from bmeseg.io.nifti import read_nifti
     from bmeseg.pipeline import StudyInput, run_study
 
     truth = read_nifti(root / "truth" / "bme_labels.nii.gz", dtype=np.int32)
     t0 = time.perf_counter()
-    res = run_study(StudyInput(dicom_dir=root / "dicom"), None, settings=load_settings(preset))
+    res = run_study(StudyInput(dicom_dir=root / "dicom"), None, settings=load_settings(preset, config=config))
     dt = time.perf_counter() - t0
     if not res.stir.geometry.same_grid(truth.geometry, tol_mm=1e-2):
         raise RuntimeError(f"{root}: truth is not on the fluid-sensitive grid the pipeline used")
@@ -444,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"{', '.join(map(str, DEV_SEEDS))} (a development set, tuned on)")
     p.add_argument("--anatomy", choices=("knee", "sij", "all"), default="all",
                    help="run that part of the cohort only (each anatomy on its own preset)")
+    p.add_argument("--config", default=None,
+                   help="a TOML file of settings over each anatomy's preset (as `bmeseg run --config`)")
     p.add_argument("--diagnose", action="store_true",
                    help="per study: FP by truth tissue, misses inside/outside the marrow mask, marrow recall")
     p.add_argument("--only", nargs="*", help="only studies whose id contains one of these strings")
@@ -467,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
             for sid, kind, seed in cohort(half, args.anatomy):
                 if args.only and not any(s in sid for s in args.only):
                     continue
-                row = run_one(_ensure_study(cache, sid, kind, seed), kind.anatomy, diagnostic=args.diagnose)
+                row = run_one(_ensure_study(cache, sid, kind, seed), kind.anatomy, diagnostic=args.diagnose,
+                              config=args.config)
                 row["study"] = sid
                 row["anatomy"] = kind.anatomy
                 rows.append(row)
