@@ -144,3 +144,14 @@ def test_placement_counts_found_voxels_by_bone_and_quadrant() -> None:
     # knee lesions have no quadrant: bone only
     tj_knee = {"lesions": [{"id": 1, "bone": "femur", "location": "trochlea"}, {"id": 2, "bone": "tibia"}]}
     assert vp.placement(meas, truth, tj_knee) == {"found_vox": 120, "bone_ok_vox": 0}
+
+
+def test_run_one_applies_a_config_over_the_preset(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    make_study(root, StudySpec.tiny(lesions=(LesionSpec("femur", 3.0, "medial_condyle"),)), seed=3)
+    base = vp.run_one(root, "knee")
+    cfg = tmp_path / "strict.toml"
+    cfg.write_text("[edema]\nstir_min_ratio = 50.0\n")  # nothing is 50x normal marrow on STIR
+    strict = vp.run_one(root, "knee", config=str(cfg))
+    assert base["pred_ml"] > 0.5 and base["dice"] > 0.3
+    assert strict["pred_ml"] == 0.0 and strict["truth_ml"] == base["truth_ml"]
