@@ -348,8 +348,8 @@ def _split_joint_sides(
     on its side, so the three meet on the joint lines. Where the band is only a strip either side of a
     joint line (``sheets`` between ``sacrum_mm`` and ``ilium_mm`` from the middle), the strip within
     ``near_mm`` of a line and more than ``side_mm`` medial of its nearest line voxel seeds the sacrum,
-    the strip lateral of it the ilium: the middle of the sacrum is often outside the band, and a flood from it would come too late.
-    Without all three seeds the labels are kept."""
+    the strip lateral of it the ilium: the middle of the sacrum is often outside the band, and a flood
+    from it would come too late. Without all three seeds the labels are kept."""
     from skimage.segmentation import watershed
 
     m = bones > 0
@@ -358,7 +358,9 @@ def _split_joint_sides(
     shape = [1, 1, 1]
     shape[lr_axis] = -1
     coord = np.arange(bones.shape[lr_axis], dtype=np.float64).reshape(shape)
-    mid = float(np.mean(np.nonzero(body)[lr_axis]))
+    # the body's left-right middle: the mean index along lr_axis, from its profile (no index arrays)
+    prof = body.sum(axis=tuple(a for a in range(3) if a != lr_axis), dtype=np.float64)
+    mid = float(np.dot(np.arange(prof.size), prof) / max(prof.sum(), 1.0))
     x = np.broadcast_to((coord - mid) * spacing[lr_axis], bones.shape)
     markers = np.zeros(bones.shape, np.int32)
     markers[m & (np.abs(x) <= sacrum_mm)] = 1
@@ -382,7 +384,7 @@ def _split_joint_sides(
     for k in np.flatnonzero(zone.any(axis=(0, 1))):
         dist, idx = ndi.distance_transform_edt(~zone[:, :, k], sampling=ips, return_indices=True)
         xv = x[:, :, k]
-        reach = np.abs(x[:, :, k][idx[0], idx[1]])  # how far from the middle the nearest joint line is
+        reach = np.abs(xv[idx[0], idx[1]])  # how far from the middle the nearest joint line is
         free = m[:, :, k] & (markers[:, :, k] == 0) & (dist <= near_mm)
         mk = markers[:, :, k]
         mk[free & (np.abs(xv) <= reach - side_mm)] = 1

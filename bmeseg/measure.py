@@ -225,7 +225,7 @@ def _label_per_bone(bme: NDArray[np.bool_], bones: NDArray[np.integer], structur
     size = np.bincount(part_of, minlength=n + 1)
     comp = np.zeros(n + 1, np.int64)
     comp[part_of] = comp_of  # each part lies in one component
-    comp_size = np.bincount(whole[where], minlength=n_whole + 1)
+    comp_size = np.bincount(comp_of, minlength=n_whole + 1)
     # the largest part of each component (ties: the lower label)
     order = np.lexsort((np.arange(1, n + 1), -size[1:]))
     biggest = np.zeros(n_whole + 1, np.int64)
