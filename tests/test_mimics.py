@@ -59,15 +59,13 @@ def _scene(mimic: str | None, *, lesion: str | None = None, seed: int = 0) -> tu
     if lesion == "subchondral":  # touches the cortex at the +j pole: breaks the fatty region open
         truth = marrow & (np.linalg.norm((d - [0, 11, 0]) / [6.0, 5.0, 10.0], axis=-1) < 1)
         put(truth, LESION)
-    elif lesion == "replacing":  # replaces the fat of the whole +j half on its slices, up to the plate,
-        # and the cortex has a gap at the -j pole (thin, partial-volumed): no flood fill encloses the bone
+    elif lesion in ("replacing", "replacing_gap"):  # replaces the fat of the whole +j half on its slices,
+        # up to the plate, and the cortex has a gap at the -j pole (thin, partial-volumed): no flood fill
+        # encloses the bone; "replacing_gap": the plate under the lesion (+j pole) has a gap too
         truth = marrow & (d[..., 1] > 1.0) & (np.abs(d[..., 2]) < 10)
         put(truth, LESION_TYPICAL)
-        put(bone & ~marrow & (d[..., 1] < -10) & (np.abs(d[..., 0]) < 2.5), MUSCLE)
-    elif lesion == "replacing_gap":  # the same, and the plate under the lesion has a gap too
-        truth = marrow & (d[..., 1] > 1.0) & (np.abs(d[..., 2]) < 10)
-        put(truth, LESION_TYPICAL)
-        put(bone & ~marrow & (np.abs(d[..., 1]) > 10) & (np.abs(d[..., 0]) < 2.5), MUSCLE)
+        pole = np.abs(d[..., 1]) if lesion == "replacing_gap" else -d[..., 1]
+        put(bone & ~marrow & (pole > 10) & (np.abs(d[..., 0]) < 2.5), MUSCLE)
     t1 = np.abs(t1 + rng.normal(0, 25, SHAPE))
     st = np.abs(st + rng.normal(0, 12, SHAPE))
     if mimic == "bias":  # smooth coil sensitivity, x0.6 .. x1.4 across the field
