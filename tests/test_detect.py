@@ -94,3 +94,38 @@ def test_stir_muscle_guard_keeps_muscle_like_signal_out_of_dark_marrow() -> None
     assert off.mask[mimic].mean() > 0.8 and off.mask[lesion].mean() > 0.8
     assert not on.mask[mimic].any() and on.mask[lesion].mean() > 0.8
     assert np.isclose(on.thresholds["stir_ratio"], 1.3 * 1.5, rtol=0.05)
+
+
+def test_sij_bme_must_be_t1_hypointense_not_only_stir_bright() -> None:
+    """Marrow that is brighter only on the fluid-sensitive image (a T2 fat-sat that suppresses fat less
+    well over part of the field, or fattier marrow with more water) keeps its normal T1. The sij preset
+    asks BME to be T1-hypointense (<= 0.9x normal marrow); "not brighter than normal marrow" (1.0)
+    flagged such marrow whenever noise put its T1 a little under the reference."""
+    import dataclasses
+
+    from bmeseg.edema import detect_edema
+    from bmeseg.marrow import MarrowResult
+    from bmeseg.volume import Geometry, Volume
+
+    rng = np.random.default_rng(1)
+    shape = (60, 60, 6)
+    g = Geometry(shape, (1.0, 1.0, 3.0), (0.0, 0.0, 0.0), np.eye(3))
+    t1 = np.full(shape, 500.0) + rng.normal(0, 5, shape)
+    stir = np.full(shape, 100.0) + rng.normal(0, 3, shape)
+    bones = np.zeros(shape, np.int32)
+    bones[5:55, 5:55, :] = 1
+    bright = np.zeros(shape, bool)
+    bright[10:22, 10:22, 1:5] = True  # 2x marrow on STIR, T1 0.97x marrow: normal within its noise
+    lesion = np.zeros(shape, bool)
+    lesion[35:47, 35:47, 1:5] = True  # oedema: 2x marrow on STIR, T1 0.7x
+    stir[bright | lesion] = 200.0
+    t1[bright] = 485.0 + rng.normal(0, 5, int(bright.sum()))
+    t1[lesion] = 350.0
+    marrow = MarrowResult(bones, (bones > 0) & ~bright & ~lesion, {"muscle_stir": 80.0, "muscle_t1": 300.0})
+    es = load_settings("sij").edema
+    assert es.t1_max_ratio <= 0.9
+    vols = Volume(t1.astype(np.float32), g), Volume(stir.astype(np.float32), g)
+    loose = detect_edema(*vols, marrow, dataclasses.replace(es, t1_max_ratio=1.0))
+    strict = detect_edema(*vols, marrow, es)
+    assert loose.mask[bright].mean() > 0.5 and loose.mask[lesion].mean() > 0.8
+    assert not strict.mask[bright].any() and strict.mask[lesion].mean() > 0.8
