@@ -105,6 +105,21 @@ def test_fluid_t1_level_decides_partial_volume_csf() -> None:
     assert not _fluid(sa, sb, LEVELS, strict, SPACING).any()
 
 
+def test_knee_fluid_level_takes_effusion_and_leaves_bme() -> None:
+    # knee: effusion 2.6x muscle on STIR and 0.5x on T1 is fluid; BME (1.6x on STIR, as dark as
+    # muscle on T1) is not, however bright on STIR, while its T1 stays above the fluid level
+    sa = np.full(SHAPE, 400.0, np.float32)
+    sb = np.full(SHAPE, 300.0, np.float32)
+    sa[20:30, 20:30], sb[20:30, 20:30] = 0.5 * 400.0, 2.6 * 300.0  # effusion
+    sa[60:70, 60:70], sb[60:70, 60:70] = 0.9 * 400.0, 1.6 * 300.0  # BME
+    sa[90:100, 90:100], sb[90:100, 90:100] = 0.75 * 400.0, 2.8 * 300.0  # intense BME
+    s = load_settings("knee").marrow
+    fl = _fluid(sa, sb, LEVELS, s, SPACING)
+    assert fl[22:28, 22:28].all()
+    assert not fl[55:75, 55:75].any() and not fl[85:105, 85:105].any()
+    assert not _fluid(sa, sb, LEVELS, dataclasses.replace(s, fluid_stir_ratio=3.0), SPACING).any()
+
+
 def test_a_body_of_fluid_keeps_the_marrow_at_a_distance() -> None:
     # a CSF column (~3 mL over the slab) gets the wide margin; a small fluid pocket only 1 mm
     sa = np.full(SHAPE, 400.0, np.float32)
