@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from bmeseg.config import load_settings
@@ -62,6 +64,37 @@ def test_without_bias_correction_one_reference_for_the_scan() -> None:
     assert np.allclose(wide, level, rtol=1e-3)
 
 
+def _marrow_slab(seed: int) -> tuple[np.random.Generator, Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A 50 x 50 voxel slab of marrow (T1 500, STIR 100, with noise) in a 60 x 60 x 6 volume at 1 x 1 x 3 mm,
+    and two 12 x 12 x 4 regions inside it, for a mimic and a lesion. Returns the generator (for further
+    noise), the geometry, T1, STIR, the bone labels and the two regions."""
+    from bmeseg.volume import Geometry
+
+    rng = np.random.default_rng(seed)
+    shape = (60, 60, 6)
+    g = Geometry(shape, (1.0, 1.0, 3.0), (0.0, 0.0, 0.0), np.eye(3))
+    t1 = np.full(shape, 500.0) + rng.normal(0, 5, shape)
+    stir = np.full(shape, 100.0) + rng.normal(0, 3, shape)
+    bones = np.zeros(shape, np.int32)
+    bones[5:55, 5:55, :] = 1
+    first = np.zeros(shape, bool)
+    first[10:22, 10:22, 1:5] = True
+    second = np.zeros(shape, bool)
+    second[35:47, 35:47, 1:5] = True
+    return rng, g, t1, stir, bones, first, second
+
+
+def _edema_inputs(
+    g: Any, t1: np.ndarray, stir: np.ndarray, bones: np.ndarray, normal: np.ndarray, levels: dict[str, float],
+) -> tuple[tuple[Any, Any], Any]:
+    """The (T1, STIR) volumes and the marrow result that :func:`detect_edema` takes."""
+    from bmeseg.marrow import MarrowResult
+    from bmeseg.volume import Volume
+
+    vols = Volume(t1.astype(np.float32), g), Volume(stir.astype(np.float32), g)
+    return vols, MarrowResult(bones, normal, levels)
+
+
 def test_stir_muscle_guard_keeps_muscle_like_signal_out_of_dark_marrow() -> None:
     """Where normal marrow is darker than muscle on STIR (fatty adult sacrum, the pelvis phantom),
     a fence set on marrow alone calls muscle-bright, T1-dark tissue BME. ``stir_muscle_ratio``
@@ -69,26 +102,14 @@ def test_stir_muscle_guard_keeps_muscle_like_signal_out_of_dark_marrow() -> None
     import dataclasses
 
     from bmeseg.edema import detect_edema
-    from bmeseg.marrow import MarrowResult
-    from bmeseg.volume import Geometry, Volume
 
-    rng = np.random.default_rng(0)
-    shape = (60, 60, 6)
-    g = Geometry(shape, (1.0, 1.0, 3.0), (0.0, 0.0, 0.0), np.eye(3))
-    t1 = np.full(shape, 500.0) + rng.normal(0, 5, shape)
-    stir = np.full(shape, 100.0) + rng.normal(0, 3, shape)
-    bones = np.zeros(shape, np.int32)
-    bones[5:55, 5:55, :] = 1
-    mimic = np.zeros(shape, bool)
-    mimic[10:22, 10:22, 1:5] = True  # muscle-like: 1.6x marrow on STIR (muscle is 1.5x), T1-dark
-    lesion = np.zeros(shape, bool)
-    lesion[35:47, 35:47, 1:5] = True  # oedema: 3x marrow on STIR, T1-dark
+    _, g, t1, stir, bones, mimic, lesion = _marrow_slab(0)
+    # mimic: muscle-like, 1.6x marrow on STIR (muscle is 1.5x), T1-dark; lesion: oedema, 3x on STIR, T1-dark
     stir[mimic], t1[mimic] = 160.0, 300.0
     stir[lesion], t1[lesion] = 300.0, 300.0
     normal = (bones > 0) & ~mimic & ~lesion
-    marrow = MarrowResult(bones, normal, {"muscle_stir": 150.0, "muscle_t1": 300.0})
+    vols, marrow = _edema_inputs(g, t1, stir, bones, normal, {"muscle_stir": 150.0, "muscle_t1": 300.0})
     es = load_settings("sij").edema
-    vols = Volume(t1.astype(np.float32), g), Volume(stir.astype(np.float32), g)
     off = detect_edema(*vols, marrow, dataclasses.replace(es, stir_muscle_ratio=0.0))
     on = detect_edema(*vols, marrow, dataclasses.replace(es, stir_muscle_ratio=1.3))
     assert off.mask[mimic].mean() > 0.8 and off.mask[lesion].mean() > 0.8
@@ -104,27 +125,16 @@ def test_sij_bme_must_be_t1_hypointense_not_only_stir_bright() -> None:
     import dataclasses
 
     from bmeseg.edema import detect_edema
-    from bmeseg.marrow import MarrowResult
-    from bmeseg.volume import Geometry, Volume
 
-    rng = np.random.default_rng(1)
-    shape = (60, 60, 6)
-    g = Geometry(shape, (1.0, 1.0, 3.0), (0.0, 0.0, 0.0), np.eye(3))
-    t1 = np.full(shape, 500.0) + rng.normal(0, 5, shape)
-    stir = np.full(shape, 100.0) + rng.normal(0, 3, shape)
-    bones = np.zeros(shape, np.int32)
-    bones[5:55, 5:55, :] = 1
-    bright = np.zeros(shape, bool)
-    bright[10:22, 10:22, 1:5] = True  # 2x marrow on STIR, T1 0.97x marrow: normal within its noise
-    lesion = np.zeros(shape, bool)
-    lesion[35:47, 35:47, 1:5] = True  # oedema: 2x marrow on STIR, T1 0.7x
+    rng, g, t1, stir, bones, bright, lesion = _marrow_slab(1)
+    # bright: 2x marrow on STIR, T1 0.97x marrow (normal within its noise); lesion: oedema, 2x on STIR, T1 0.7x
     stir[bright | lesion] = 200.0
     t1[bright] = 485.0 + rng.normal(0, 5, int(bright.sum()))
     t1[lesion] = 350.0
-    marrow = MarrowResult(bones, (bones > 0) & ~bright & ~lesion, {"muscle_stir": 80.0, "muscle_t1": 300.0})
+    normal = (bones > 0) & ~bright & ~lesion
+    vols, marrow = _edema_inputs(g, t1, stir, bones, normal, {"muscle_stir": 80.0, "muscle_t1": 300.0})
     es = load_settings("sij").edema
     assert es.t1_max_ratio <= 0.9
-    vols = Volume(t1.astype(np.float32), g), Volume(stir.astype(np.float32), g)
     loose = detect_edema(*vols, marrow, dataclasses.replace(es, t1_max_ratio=1.0))
     strict = detect_edema(*vols, marrow, es)
     assert loose.mask[bright].mean() > 0.5 and loose.mask[lesion].mean() > 0.8
