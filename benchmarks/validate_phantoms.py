@@ -348,10 +348,12 @@ def run_one(root: Path, preset: str = "knee", *, diagnostic: bool = False, confi
     row = evaluate(pred, truth.array, vox)
     row["seconds"] = dt
     row["detect_s"] = sum(res.timings_s.get(k, 0.0) for k in ("marrow", "edema", "measure"))
+    row["edema_thresholds"] = {k: round(float(v), 4) for k, v in res.edema.thresholds.items()}
     row.update(placement(res.measurements, truth.array, json.loads((root / "truth" / "truth.json").read_text())))
     if diagnostic:
         tissue = read_nifti(root / "truth" / "tissue_labels.nii.gz", dtype=np.int32).array
         row["diagnostic"] = diagnose(pred, truth.array, tissue, res.marrow.bones > 0, vox)
+        row["diagnostic"]["edema_thresholds"] = row["edema_thresholds"]
     return row
 
 
@@ -374,6 +376,7 @@ def _fmt_diagnostic(d: dict[str, Any], top: int = 5) -> list[str]:
         f"    marrow mask {d['marrow_mask_ml']:.0f} mL vs truth marrow {d['truth_marrow_ml']:.0f} mL: recall "
         f"{d['marrow_recall']:.2f}, precision {d['marrow_precision']:.2f}; non-marrow in it (mL): "
         f"{top_ml(d['marrow_mask_non_marrow_ml'])}",
+        "    edema thresholds: " + ", ".join(f"{k} {v:g}" for k, v in d.get("edema_thresholds", {}).items()),
     ]
 
 

@@ -250,6 +250,7 @@ def detect_edema(
         if ref.sum() < 50:
             ref = normal
         r_s = local_reference(b, ref, sigma, spacing)  # the local reference, then (in place) b over it
+        ref_stir = float(np.median(b[ref]))
         r_s = np.divide(b, np.maximum(r_s, 1e-6, out=r_s), out=r_s)
         r_t = local_reference(a, ref, sigma, spacing)
         r_t = np.divide(a, np.maximum(r_t, 1e-6, out=r_t), out=r_t)
@@ -257,7 +258,7 @@ def detect_edema(
         s_thr = max(float(q3 + es.stir_tukey_k * (q3 - q1)), es.stir_min_ratio)
         if es.stir_muscle_ratio > 0 and "muscle_stir" in marrow.levels:
             # muscle as a multiple of normal marrow on STIR: BME is brighter than muscle
-            m_s = marrow.levels["muscle_stir"] / max(float(np.median(b[ref])), 1e-6)
+            m_s = marrow.levels["muscle_stir"] / max(ref_stir, 1e-6)
             s_thr = max(s_thr, es.stir_muscle_ratio * m_s)
         t_thr = es.t1_max_ratio
         if es.t1_muscle_level < 1 and "muscle_t1" in marrow.levels:
@@ -283,5 +284,7 @@ def detect_edema(
         mask,
         r_s.astype(np.float32, copy=False),
         r_t.astype(np.float32, copy=False),
-        {"stir_ratio": s_thr, "t1_ratio": t_thr, "reference_voxels": float(ref.sum())},
+        {"stir_ratio": s_thr, "t1_ratio": t_thr, "reference_voxels": float(ref.sum()),
+         "reference_stir_over_muscle": ref_stir / marrow.levels["muscle_stir"]
+         if marrow.levels.get("muscle_stir", 0) > 0 else float("nan")},
     )

@@ -115,6 +115,8 @@ def test_stir_muscle_guard_keeps_muscle_like_signal_out_of_dark_marrow() -> None
     assert off.mask[mimic].mean() > 0.8 and off.mask[lesion].mean() > 0.8
     assert not on.mask[mimic].any() and on.mask[lesion].mean() > 0.8
     assert np.isclose(on.thresholds["stir_ratio"], 1.3 * 1.5, rtol=0.05)
+    # report.json says how normal marrow stood against muscle on STIR (here 100 against 150)
+    assert np.isclose(on.thresholds["reference_stir_over_muscle"], 100.0 / 150.0, rtol=0.05)
 
 
 def test_sij_bme_must_be_t1_hypointense_not_only_stir_bright() -> None:
