@@ -100,6 +100,12 @@ class MarrowSettings:
     # piece and its own cortex alone bound the reach)
     reach_rays: float = 0.94
     reach_t1_muscle: float = 0.7
+    # the reach also takes the bone's footprint (marrow and reach) on the slices up to this many away,
+    # where this slice's rays call it enclosed (>= ray_enclosed) and its STIR is above
+    # reach_slices_stir_muscle x muscle: a lesion that replaced a slice's fat has little marrow there to
+    # span it, while the bone's neighbouring slices still outline it. 0 = off
+    reach_slices: int = 0
+    reach_slices_stir_muscle: float = 1.5
     # how far from the fatty marrow (mm) to look for the bone's own cortical ring
     cortex_search_mm: float = 6.0
     # erosion away from the cortex, to avoid chemical-shift / partial-volume rims
@@ -313,6 +319,8 @@ def _validate(s: PipelineSettings) -> None:
     check(m.reach_stir_muscle >= 0, "marrow.reach_stir_muscle", "must be >= 0")
     check(m.reach_t1_muscle >= 0, "marrow.reach_t1_muscle", "must be >= 0")
     check(0 <= m.reach_rays <= 1, "marrow.reach_rays", "must be in [0, 1]")
+    check(0 <= m.reach_slices <= 3, "marrow.reach_slices", "must be 0 (off) to 3 slices")
+    check(m.reach_slices_stir_muscle >= 0, "marrow.reach_slices_stir_muscle", "must be >= 0")
     check(m.split_neck_mm >= 0, "marrow.split_neck_mm", "must be >= 0")
     check(0 < m.enclosed_share <= 1, "marrow.enclosed_share", "must be in (0, 1]")
     check(0 < m.cortex_t1_level < 1, "marrow.cortex_t1_level", "must be in (0, 1)")

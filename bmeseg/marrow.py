@@ -520,6 +520,17 @@ def _lesion_reach(
     return out
 
 
+def _from_neighbour_slices(mask: NDArray[np.bool_], n: int, axis: int = 2) -> NDArray[np.bool_]:
+    """Voxels that ``mask`` holds on any slice up to ``n`` away along ``axis`` (not on their own)."""
+    out = np.zeros_like(mask)
+    m = np.moveaxis(mask, axis, -1)
+    o = np.moveaxis(out, axis, -1)  # a view: writing it fills ``out``
+    for d in range(1, min(n, m.shape[-1] - 1) + 1):
+        o[..., d:] |= m[..., :-d]
+        o[..., :-d] |= m[..., d:]
+    return out
+
+
 def _split_necks(
     pieces: NDArray[np.int32], which: NDArray[np.intp], n: int, neck_mm: float, spacing: tuple[float, ...],
 ) -> tuple[NDArray[np.int32], int]:
@@ -764,4 +775,9 @@ def _cavities(
     if s.lesion_reach_mm > 0 and bones.any():
         reach = (_lesion_reach(bones, wall, spacing, s.lesion_reach_mm, s.cortex_search_mm) & body
                  & (rays >= s.reach_rays))
+        if s.reach_slices > 0:
+            # where a lesion replaced a slice's fat, the bone's neighbouring slices still outline it
+            reach |= (_from_neighbour_slices(reach | (bones > 0), s.reach_slices) & body & cover & ~wall
+                      & (bones == 0) & (rays >= s.ray_enclosed)
+                      & (sb > s.reach_slices_stir_muscle * levels["muscle_stir"]))
     return MarrowResult(bones, normal, levels, reach)

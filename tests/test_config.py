@@ -38,6 +38,8 @@ def test_every_preset_loads(name: str) -> None:
     ("marrow", "reach_stir_muscle", -0.1),
     ("marrow", "reach_t1_muscle", -0.1),
     ("marrow", "reach_rays", 1.5),
+    ("marrow", "reach_slices", 4),
+    ("marrow", "reach_slices_stir_muscle", -1.0),
     ("marrow", "sacrum_seed_mm", 0.0),
     ("marrow", "ilium_seed_mm", 10.0),  # must exceed sacrum_seed_mm
     ("marrow", "split_joint_sides", 1),
