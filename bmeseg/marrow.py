@@ -233,14 +233,16 @@ def find_marrow(
 
 def absorb_lesions(
     marrow: MarrowResult, lesions: NDArray[np.bool_], spacing: tuple[float, ...], reach_mm: float,
+    slices: int = 0,
 ) -> MarrowResult:
     """``marrow`` with the lesion voxels that grew into ``marrow.reach`` (at most ``reach_mm`` in-plane
-    from the marrow) given to the nearest bone: they are marrow the fat-based search missed, and a
-    bone's extent counts them."""
+    from the marrow, or ``slices`` slices from it: ``reach_slices``) given to the nearest bone: they are
+    marrow the fat-based search missed, and a bone's extent counts them."""
     extra = lesions & ~marrow.mask
     if marrow.reach is None or not extra.any():
         return marrow
-    pad = [int(np.ceil(reach_mm / sp)) + 1 for sp in spacing[:2]] + [0]  # reach is in-plane
+    # the reach is in-plane, and across slices only as far as reach_slices (a slice with no marrow left)
+    pad = [int(np.ceil(reach_mm / sp)) + 1 for sp in spacing[:2]] + [slices]
     box = bbox_slices(extra, pad)
     assert box is not None
     sub = marrow.bones[box]
