@@ -353,7 +353,6 @@ def run_one(root: Path, preset: str = "knee", *, diagnostic: bool = False, confi
     if diagnostic:
         tissue = read_nifti(root / "truth" / "tissue_labels.nii.gz", dtype=np.int32).array
         row["diagnostic"] = diagnose(pred, truth.array, tissue, res.marrow.bones > 0, vox)
-        row["diagnostic"]["edema_thresholds"] = row["edema_thresholds"]
     return row
 
 
@@ -365,7 +364,7 @@ def _fmt(sid: str, row: dict[str, Any]) -> str:
     return f"{sid:38s} negative control: {row['pred_ml']:.2f} mL flagged  {row['seconds']:.1f} s"
 
 
-def _fmt_diagnostic(d: dict[str, Any], top: int = 5) -> list[str]:
+def _fmt_diagnostic(d: dict[str, Any], thresholds: dict[str, float], top: int = 5) -> list[str]:
     def top_ml(x: dict[str, float]) -> str:
         return ", ".join(f"{k} {v:.2f}" for k, v in list(x.items())[:top]) or "-"
 
@@ -376,7 +375,7 @@ def _fmt_diagnostic(d: dict[str, Any], top: int = 5) -> list[str]:
         f"    marrow mask {d['marrow_mask_ml']:.0f} mL vs truth marrow {d['truth_marrow_ml']:.0f} mL: recall "
         f"{d['marrow_recall']:.2f}, precision {d['marrow_precision']:.2f}; non-marrow in it (mL): "
         f"{top_ml(d['marrow_mask_non_marrow_ml'])}",
-        "    edema thresholds: " + ", ".join(f"{k} {v:g}" for k, v in d.get("edema_thresholds", {}).items()),
+        "    edema thresholds: " + ", ".join(f"{k} {v:g}" for k, v in thresholds.items()),
     ]
 
 
@@ -480,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(_fmt(sid, row), flush=True)
                 if "diagnostic" in row:
-                    print("\n".join(_fmt_diagnostic(row["diagnostic"])), flush=True)
+                    print("\n".join(_fmt_diagnostic(row["diagnostic"], row["edema_thresholds"])), flush=True)
             by_anatomy = {a: summarise([r for r in rows if r["anatomy"] == a])
                           for a in ANATOMIES if any(r["anatomy"] == a for r in rows)}
             result[half] = {"rows": rows, "summary": summarise(rows), "summary_by_anatomy": by_anatomy}

@@ -218,7 +218,7 @@ def find_marrow(
         # the in-plane index axis closest to the patient's left-right axis (LPS x)
         lr_axis = int(np.argmax(np.abs(stir.geometry.direction[0, :2])))
         return _periarticular(sa, sb, body, cover, spacing, vox_ml, s, levels, lr_axis=lr_axis)
-    res = _cavities(a, b, body, cover, fat, spacing, vox_ml, s, levels, t_lo, s_thr)
+    res = _cavities(a, b, sb, body, cover, fat, spacing, vox_ml, s, levels, t_lo, s_thr)
     # fluid inside the bone outline (sacral canal CSF, a cyst, effusion in a notch) is not marrow
     fluid = _fluid(sa, sb, levels, s, spacing)
     bones = np.where(fluid | ~cover, 0, res.bones).astype(np.int32)
@@ -522,17 +522,6 @@ def _lesion_reach(
     return out
 
 
-def _from_neighbour_slices(mask: NDArray[np.bool_], n: int, axis: int = 2) -> NDArray[np.bool_]:
-    """Voxels that ``mask`` holds on any slice up to ``n`` away along ``axis`` (not on their own)."""
-    out = np.zeros_like(mask)
-    m = np.moveaxis(mask, axis, -1)
-    o = np.moveaxis(out, axis, -1)  # a view: writing it fills ``out``
-    for d in range(1, min(n, m.shape[-1] - 1) + 1):
-        o[..., d:] |= m[..., :-d]
-        o[..., :-d] |= m[..., d:]
-    return out
-
-
 def _split_necks(
     pieces: NDArray[np.int32], which: NDArray[np.intp], n: int, neck_mm: float, spacing: tuple[float, ...],
 ) -> tuple[NDArray[np.int32], int]:
@@ -655,7 +644,8 @@ def _close_walls(cortex: NDArray[np.bool_], radius_mm: float, spacing: tuple[flo
 
 
 def _cavities(
-    a: NDArray[np.float32], b: NDArray[np.float32], body: NDArray[np.bool_], cover: NDArray[np.bool_],
+    a: NDArray[np.float32], b: NDArray[np.float32], sb: NDArray[np.float32], body: NDArray[np.bool_],
+    cover: NDArray[np.bool_],
     fat: NDArray[np.bool_],
     spacing: tuple[float, ...], vox_ml: float, s: MarrowSettings, levels: dict[str, float],
     t_lo: float, s_thr: float,
@@ -682,7 +672,9 @@ def _cavities(
       joined through a cortex gap to the fat beside it keeps only its convex part;
     * (``lesion_reach_mm``) the returned ``reach`` is the bone interior the fat missed: each
       marrow piece's in-plane convex hull with its own cortex, where at least ``reach_rays`` of
-      the rays meet cortex (0: the hull and its own cortex alone bound it).
+      the rays meet cortex (0: the hull and its own cortex alone bound it); with ``reach_slices``
+      also the bone's footprint on the neighbouring slices, where rays call it enclosed and the STIR
+      is lesion-bright.
     """
     in_plane = in_plane_structure()
     shell = body & ~erode_ball(body, s.body_shell_mm, spacing, border_value=1)
@@ -693,8 +685,8 @@ def _cavities(
     # the STIR shows the cortex too, as a line darker than the suppressed fat and marrow on both
     # sides; it is the only evidence where the T1 slab does not reach, and where a T1 acquired in
     # another plane blurs the cortex over its thick slices
-    # (darker than suppressed fat itself, and a valley narrower than 7 voxels: not a fat-muscle edge)
-    sb = ndi.gaussian_filter(b, (0.5 / spacing[0], 0.5 / spacing[1], 0.0))
+    # (darker than suppressed fat itself, and a valley narrower than 7 voxels: not a fat-muscle edge;
+    # ``sb`` is the STIR lightly smoothed in-plane, 0.5 mm, by find_marrow)
     fat_stir = float(np.median(b[fat])) if fat.any() else s_thr
     levels["fat_stir"] = fat_stir
     stir_line = (sb < s.wall_stir_ratio * fat_stir) & (sb < s.wall_stir_ratio * ndi.grey_closing(sb, size=(7, 7, 1)))
@@ -779,7 +771,9 @@ def _cavities(
                  & (rays >= s.reach_rays))
         if s.reach_slices > 0:
             # where a lesion replaced a slice's fat, the bone's neighbouring slices still outline it
-            reach |= (_from_neighbour_slices(reach | (bones > 0), s.reach_slices) & body & cover & ~wall
+            # (find_marrow keeps the whole reach to the T1's coverage and off fluid)
+            across = np.ones((1, 1, 2 * s.reach_slices + 1), bool)
+            reach |= (ndi.binary_dilation(reach | (bones > 0), structure=across) & body & ~wall
                       & (bones == 0) & (rays >= s.ray_enclosed)
                       & (sb > s.reach_slices_stir_muscle * levels["muscle_stir"]))
     return MarrowResult(bones, normal, levels, reach)
