@@ -149,6 +149,18 @@ class MarrowSettings:
     # and either side of joint lines between 2 x sacrum_seed_mm and ilium_seed_mm out); where a joint
     # line is faint the band runs across it and would be one bone
     split_joint_sides: bool = False
+    # periarticular search: joint lines as T1 valleys as well. A joint line is darker than the marrow
+    # either side of it, though not always below cortex_t1_level x muscle (partial volume, a thin or
+    # inflamed plate): voxels darker than muscle and at least joint_valley_depth below an in-plane grey
+    # closing of radius joint_valley_mm, with marrow-like T1 within joint_valley_side_mm on both sides
+    # along left-right (the outer cortex of an ilium has muscle on one side) and at least
+    # joint_valley_min_mm from the body's left-right middle (sacral foramina); the joint_valley_sheets
+    # largest such sheets join the joint cortex. joint_valley_mm = 0: off
+    joint_valley_mm: float = 0.0
+    joint_valley_depth: float = 0.3
+    joint_valley_side_mm: float = 6.0
+    joint_valley_min_mm: float = 25.0
+    joint_valley_sheets: int = 4
     sacrum_seed_mm: float = 15.0
     ilium_seed_mm: float = 75.0
     # slow coil-sensitivity (bias) correction of the T1 before marrow finding: "none" or "n4" (bmeseg.bias);
@@ -341,6 +353,11 @@ def _validate(s: PipelineSettings) -> None:
     check(m.support_min_cm2 >= 0, "marrow.support_min_cm2", "must be >= 0")
     check(m.support_close_mm >= 0, "marrow.support_close_mm", "must be >= 0")
     check(m.joint_close_mm >= 0, "marrow.joint_close_mm", "must be >= 0")
+    check(m.joint_valley_mm >= 0, "marrow.joint_valley_mm", "must be >= 0")
+    check(0 < m.joint_valley_depth < 1, "marrow.joint_valley_depth", "must be in (0, 1)")
+    check(m.joint_valley_side_mm > 0, "marrow.joint_valley_side_mm", "must be > 0")
+    check(m.joint_valley_min_mm >= 0, "marrow.joint_valley_min_mm", "must be >= 0")
+    check(m.joint_valley_sheets >= 1, "marrow.joint_valley_sheets", "must be >= 1")
     check(m.sacrum_seed_mm > 0, "marrow.sacrum_seed_mm", "must be > 0")
     check(m.ilium_seed_mm > m.sacrum_seed_mm, "marrow.ilium_seed_mm", "must exceed marrow.sacrum_seed_mm")
     check(0 <= m.normal_t1_level < 1, "marrow.normal_t1_level", "must be in [0, 1)")

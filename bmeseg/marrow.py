@@ -27,7 +27,11 @@ mixed: on T1 it is between muscle and fat and overlaps muscle in intensity, so t
 2. the articular cortex and endplates: voxels well inside the body (not skin, not
    subcutaneous) dark on T1 (below ``cortex_t1_level`` x muscle) **and** on STIR (below
    muscle), in the ``joint_sheets`` largest 3-D connected sheets of at least ``joint_min_ml``: the SI joint lines and
-   the lumbosacral disc-endplate complex, the strongest dark structures in the pelvis;
+   the lumbosacral disc-endplate complex, the strongest dark structures in the pelvis. Where the preset
+   asks (``joint_valley_mm`` > 0), joint lines are also found as T1 *valleys* (a faint or inflamed line
+   is darker than the marrow either side of it but not below the cortex level): darker than muscle and
+   than an in-plane grey closing by ``joint_valley_depth``, marrow-like on both sides along left-right,
+   away from the body's middle (sacral foramina);
 3. the search region is the subchondral band within ``band_mm`` of those sheets, in
    plane (the readers' region in Hepburn et al. and the ASAS definition are subchondral). The
    sheets are first closed in-plane by ``joint_close_mm``, so the joint space between the two
@@ -317,6 +321,8 @@ def _periarticular(
     inner = erode_ball(body, s.body_shell_mm, ips) & cover
     cortex = inner & (sa < s.cortex_t1_level * levels["muscle_t1"]) & (sb < levels["muscle_stir"])
     sheets = largest_components(cortex, n=s.joint_sheets, min_voxels=max(1, round(s.joint_min_ml / vox_ml)), connectivity=3) > 0
+    if s.joint_valley_mm > 0:
+        sheets |= _valley_sheets(sa, body, inner, levels, spacing, vox_ml, s, lr_axis)
     levels["cortex_t1_threshold"] = s.cortex_t1_level * levels["muscle_t1"]
     levels["joint_cortex_ml"] = float(sheets.sum() * vox_ml)
     # in-plane distance only: a 3.3 mm slice must not carry the band into the next bone. No joint cortex,
@@ -357,30 +363,14 @@ def _split_joint_sides(
     m = bones > 0
     if not m.any():
         return bones
-    shape = [1, 1, 1]
-    shape[lr_axis] = -1
-    coord = np.arange(bones.shape[lr_axis], dtype=np.float64).reshape(shape)
-    # the body's left-right middle: the mean index along lr_axis, from its profile (no index arrays)
-    prof = body.sum(axis=tuple(a for a in range(3) if a != lr_axis), dtype=np.float64)
-    mid = float(np.dot(np.arange(prof.size), prof) / max(prof.sum(), 1.0))
-    x = np.broadcast_to((coord - mid) * spacing[lr_axis], bones.shape)
+    x = _lr_offset_mm(body, spacing, lr_axis)
     markers = np.zeros(bones.shape, np.int32)
     markers[m & (np.abs(x) <= sacrum_mm)] = 1
     markers[m & (x >= ilium_mm)] = 2
     markers[m & (x <= -ilium_mm)] = 3
     # a joint line has the band on both sides along left-right (the outer cortex of an ilium has muscle
     # lateral of it; sacral foramina lie within 2 x sacrum_mm of the middle)
-    steps = max(1, round(near_mm / spacing[lr_axis]))
-    toward_plus = np.zeros_like(m)  # band within near_mm on the +index side
-    toward_minus = np.zeros_like(m)
-    n_lr = m.shape[lr_axis]
-    for d in range(1, min(steps, n_lr - 1) + 1):
-        src = [slice(None)] * 3
-        dst = [slice(None)] * 3
-        src[lr_axis], dst[lr_axis] = slice(d, None), slice(None, n_lr - d)
-        toward_plus[tuple(dst)] |= m[tuple(src)]
-        toward_minus[tuple(src)] |= m[tuple(dst)]
-    both = toward_plus & toward_minus
+    both = _on_both_sides(m, max(1, round(near_mm / spacing[lr_axis])), lr_axis)
     zone = sheets & both & (np.abs(x) >= 2.0 * sacrum_mm) & (np.abs(x) <= ilium_mm)
     ips = spacing[:2]
     for k in np.flatnonzero(zone.any(axis=(0, 1))):
@@ -400,6 +390,52 @@ def _split_joint_sides(
     rest, _ = ndi.label(m & (out == 0))
     out[rest > 0] = rest[rest > 0] + 3
     return out
+
+
+def _lr_offset_mm(body: NDArray[np.bool_], spacing: tuple[float, ...], lr_axis: int) -> NDArray[np.float64]:
+    """Signed distance (mm) along ``lr_axis`` from the body's left-right middle (the mean index of its
+    profile), broadcast to the volume's shape."""
+    shape = [1, 1, 1]
+    shape[lr_axis] = -1
+    coord = np.arange(body.shape[lr_axis], dtype=np.float64).reshape(shape)
+    prof = body.sum(axis=tuple(a for a in range(3) if a != lr_axis), dtype=np.float64)
+    mid = float(np.dot(np.arange(prof.size), prof) / max(prof.sum(), 1.0))
+    return np.broadcast_to((coord - mid) * spacing[lr_axis], body.shape)
+
+
+def _on_both_sides(m: NDArray[np.bool_], steps: int, lr_axis: int) -> NDArray[np.bool_]:
+    """Voxels with ``m`` within ``steps`` voxels along ``lr_axis`` on the + side **and** on the - side."""
+    toward_plus = np.zeros_like(m)
+    toward_minus = np.zeros_like(m)
+    n_lr = m.shape[lr_axis]
+    for d in range(1, min(steps, n_lr - 1) + 1):
+        src = [slice(None)] * 3
+        dst = [slice(None)] * 3
+        src[lr_axis], dst[lr_axis] = slice(d, None), slice(None, n_lr - d)
+        toward_plus[tuple(dst)] |= m[tuple(src)]
+        toward_minus[tuple(src)] |= m[tuple(dst)]
+    return toward_plus & toward_minus
+
+
+def _valley_sheets(
+    sa: NDArray[np.float32], body: NDArray[np.bool_], inner: NDArray[np.bool_], tl: dict[str, float],
+    spacing: tuple[float, ...], vox_ml: float, s: MarrowSettings, lr_axis: int,
+) -> NDArray[np.bool_]:
+    """Joint lines found as T1 valleys (``joint_valley_*`` settings): darker than muscle and than the
+    marrow either side of them by ``joint_valley_depth`` of an in-plane grey closing, with marrow-like
+    T1 on both sides along left-right, away from the body's middle."""
+    r = [max(1, round(s.joint_valley_mm / sp)) for sp in spacing[:2]]
+    g0, g1 = np.ogrid[-r[0]:r[0] + 1, -r[1]:r[1] + 1]
+    disk = ((g0 / r[0]) ** 2 + (g1 / r[1]) ** 2 <= 1.0)[:, :, None]
+    closed = ndi.grey_closing(sa, footprint=disk)
+    valley = (closed - sa) > s.joint_valley_depth * np.maximum(closed, 1e-6)
+    u = (sa - tl["muscle_t1"]) / max(tl["fat_t1"] - tl["muscle_t1"], 1e-6)
+    like = inner & (u > s.support_t1_low) & (u < s.support_t1_high)
+    side = _on_both_sides(like, max(1, round(s.joint_valley_side_mm / spacing[lr_axis])), lr_axis)
+    cand = (inner & valley & (sa < tl["muscle_t1"]) & side
+            & (np.abs(_lr_offset_mm(body, spacing, lr_axis)) >= s.joint_valley_min_mm))
+    return largest_components(cand, n=s.joint_valley_sheets, min_voxels=max(1, round(s.joint_min_ml / vox_ml)),
+                              connectivity=3) > 0
 
 
 def _marrow_support(

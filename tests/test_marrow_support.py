@@ -275,3 +275,33 @@ def test_split_joint_sides_cuts_a_band_that_runs_across_a_faint_joint(lr_axis: i
     out = _split_joint_sides(strips.astype(np.int32), t1, body, sheets, (1.0, 1.0, 3.0), lr_axis, 15.0, 75.0)
     assert np.all(out[strips & (np.abs(xx) < 33)] == 1)
     assert np.all(out[strips & (xx > 37)] == 2) and np.all(out[strips & (xx < -37)] == 3)
+
+
+def test_joint_valley_finds_a_faint_joint_line_and_not_the_outer_cortex_or_a_foramen() -> None:
+    """A joint line only 0.8x muscle on T1 (above ``cortex_t1_level``) is a T1 valley between marrow on
+    both sides: ``_valley_sheets`` finds it. The outer cortex of the ilium (muscle lateral of it) and a
+    dark line at the body's middle (a sacral foramen) are valleys too, and are not joint lines."""
+    from bmeseg.marrow import _valley_sheets
+
+    n = 240
+    x = np.broadcast_to(((np.arange(n) - (n - 1) / 2) * 1.0)[:, None, None], (n, 60, 4))
+    t1 = np.where(np.abs(x) < 80, 700.0, 400.0).astype(np.float32)  # sacrum and ilia; muscle beyond
+    joint = np.abs(np.abs(x) - 35) < 1.5
+    t1[joint] = 330.0  # 0.83x muscle: the cortex rule (< 0.7x) misses it
+    outer = (np.abs(x) >= 80) & (np.abs(x) < 82)
+    t1[outer] = 200.0
+    foramen = np.abs(x) < 1.5
+    t1[foramen] = 300.0
+    s = dataclasses.replace(load_settings("sij").marrow, joint_valley_mm=3.0)
+    assert s.cortex_t1_level * LEVELS["muscle_t1"] < 330.0
+    everywhere = np.ones(t1.shape, bool)
+    sheets = _valley_sheets(t1, everywhere, everywhere, LEVELS, (1.0, 1.0, 3.3), 0.0033, s, 0)
+    assert sheets[joint].mean() > 0.9
+    assert sheets[joint & (x > 0)].any() and sheets[joint & (x < 0)].any()  # both joints
+    assert not sheets[outer].any() and not sheets[foramen].any()
+    assert not sheets[~joint].any()
+    # marrow-like T1 on one side only (the other side muscle): not a joint
+    one_sided = t1.copy()
+    one_sided[(x > 36) & (x < 80)] = 400.0
+    sheets = _valley_sheets(one_sided, everywhere, everywhere, LEVELS, (1.0, 1.0, 3.3), 0.0033, s, 0)
+    assert not sheets[joint & (x > 0)].any() and sheets[joint & (x < 0)].mean() > 0.9
