@@ -152,7 +152,8 @@ class MarrowSettings:
     # periarticular search: joint lines as T1 valleys as well. A joint line is darker than the marrow
     # either side of it, though not always below cortex_t1_level x muscle (partial volume, a thin or
     # inflamed plate): voxels darker than muscle and at least joint_valley_depth below an in-plane grey
-    # closing of radius joint_valley_mm, with marrow-like T1 within joint_valley_side_mm on both sides
+    # closing of radius joint_valley_mm (rounded to whole voxels per axis: 3 mm is 5 voxels at 0.6 mm,
+    # 3 at 1.09 mm), with marrow-like T1 within joint_valley_side_mm on both sides
     # along left-right (the outer cortex of an ilium has muscle on one side) and at least
     # joint_valley_min_mm from the body's left-right middle (sacral foramina); the joint_valley_sheets
     # largest such sheets join the joint cortex. joint_valley_mm = 0: off

@@ -417,6 +417,15 @@ def _on_both_sides(m: NDArray[np.bool_], steps: int, lr_axis: int) -> NDArray[np
     return toward_plus & toward_minus
 
 
+def _mixed_marrow_t1(
+    sa: NDArray[np.float32], inner: NDArray[np.bool_], tl: dict[str, float], s: MarrowSettings,
+) -> NDArray[np.bool_]:
+    """``inner`` voxels whose T1 lies between ``support_t1_low`` and ``support_t1_high`` of the
+    muscle-to-fat range (mixed marrow; muscle ~0, fat ~1)."""
+    u = (sa - tl["muscle_t1"]) / max(tl["fat_t1"] - tl["muscle_t1"], 1e-6)
+    return np.asarray(inner & (u > s.support_t1_low) & (u < s.support_t1_high))
+
+
 def _valley_sheets(
     sa: NDArray[np.float32], body: NDArray[np.bool_], inner: NDArray[np.bool_], tl: dict[str, float],
     spacing: tuple[float, ...], vox_ml: float, s: MarrowSettings, lr_axis: int,
@@ -429,8 +438,7 @@ def _valley_sheets(
     disk = ((g0 / r[0]) ** 2 + (g1 / r[1]) ** 2 <= 1.0)[:, :, None]
     closed = ndi.grey_closing(sa, footprint=disk)
     valley = (closed - sa) > s.joint_valley_depth * np.maximum(closed, 1e-6)
-    u = (sa - tl["muscle_t1"]) / max(tl["fat_t1"] - tl["muscle_t1"], 1e-6)
-    like = inner & (u > s.support_t1_low) & (u < s.support_t1_high)
+    like = _mixed_marrow_t1(sa, inner, tl, s)
     side = _on_both_sides(like, max(1, round(s.joint_valley_side_mm / spacing[lr_axis])), lr_axis)
     cand = (inner & valley & (sa < tl["muscle_t1"]) & side
             & (np.abs(_lr_offset_mm(body, spacing, lr_axis)) >= s.joint_valley_min_mm))
@@ -456,8 +464,7 @@ def _marrow_support(
     other, is bone too. The joint itself never is.
     """
     ips = in_plane_spacing(spacing)
-    u = (sa - tl["muscle_t1"]) / max(tl["fat_t1"] - tl["muscle_t1"], 1e-6)
-    like = inner & (u > s.support_t1_low) & (u < s.support_t1_high) & (sb < s.fluid_stir_ratio * tl["muscle_stir"])
+    like = _mixed_marrow_t1(sa, inner, tl, s) & (sb < s.fluid_stir_ratio * tl["muscle_stir"])
     if s.support_open_mm > 0:
         like = open_ball(like, s.support_open_mm, ips)
     lab, n = ndi.label(like, structure=in_plane_structure())  # in-plane pieces, slice by slice
