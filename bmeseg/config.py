@@ -91,7 +91,8 @@ class MarrowSettings:
     split_neck_mm: float = 0.0
     # a lesion found in the marrow may grow (edema hysteresis) this far (mm, in-plane) beyond the marrow
     # mask: inside the in-plane convex hull of its marrow piece and that piece's own cortex (the wall
-    # within cortex_search_mm), where rays meet cortex, not on the wall; 0: off
+    # within cortex_search_mm), where rays meet cortex, not on the wall (periarticular search: into the
+    # marrow ground up to band_mm + this from the sacroiliac joint lines); 0: off
     lesion_reach_mm: float = 0.0
     # ... and only into voxels brighter than reach_stir_muscle x muscle on the fluid-sensitive image and
     # brighter than reach_t1_muscle x muscle on T1
@@ -203,6 +204,9 @@ class LesionSettings:
     min_slices: int = 1
     # ASAS-style persistence: a lesion must span >= this many consecutive slices
     connectivity: int = 26
+    # a lesion that grew into the marrow search's reach must have at least this much (mL) inside the
+    # marrow mask itself: a structure beside the bone touched by a few marrow voxels is not BME. 0 = off
+    min_marrow_ml: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -372,6 +376,7 @@ def _validate(s: PipelineSettings) -> None:
     check(0 <= e.pv_fraction < 1, "edema.pv_fraction", "must be in [0, 1)")
     check(s.lesions.min_lesion_ml >= 0, "lesions.min_lesion_ml", "must be >= 0")
     check(s.lesions.min_slices >= 1, "lesions.min_slices", "must be >= 1")
+    check(s.lesions.min_marrow_ml >= 0, "lesions.min_marrow_ml", "must be >= 0")
     check(s.lesions.connectivity in (6, 18, 26), "lesions.connectivity", "must be one of {6, 18, 26}")
     sc = s.scoring
     check(sc.deep_mm > 0, "scoring.deep_mm", "must be > 0")

@@ -20,8 +20,9 @@ normal marrow on T1**. Both are judged against a *local* normal-marrow level:
   ill-defined edges without accepting isolated noisy voxels; where the marrow search
   gives a ``reach`` (bone interior its fat-based mask missed: a lesion that replaced the
   fat up to the plate), lesions seeded in the marrow may grow into it, never start there;
-* components smaller than ``min_lesion_ml`` or spanning fewer than ``min_slices``
-  slices are dropped.
+* components smaller than ``min_lesion_ml``, spanning fewer than ``min_slices``
+  slices or with less than ``min_marrow_ml`` inside the marrow mask (a structure beside the
+  bone that grew into the reach from a few marrow voxels) are dropped.
 
 All of it is whole-array numpy/scipy: no Python loop over voxels.
 """
@@ -161,14 +162,20 @@ def _label_lesions(
     return box, lab, int(n)
 
 
-def clean_lesions(mask: NDArray[np.bool_], voxel_ml: float, settings: LesionSettings) -> NDArray[np.bool_]:
-    """Drop components smaller than ``min_lesion_ml`` or spanning fewer than ``min_slices`` slices."""
+def clean_lesions(
+    mask: NDArray[np.bool_], voxel_ml: float, settings: LesionSettings, marrow: NDArray[np.bool_] | None = None,
+) -> NDArray[np.bool_]:
+    """Drop components smaller than ``min_lesion_ml`` or spanning fewer than ``min_slices`` slices, and
+    (given the ``marrow`` mask) those with less than ``min_marrow_ml`` inside it."""
     labelled = _label_lesions(mask, settings.connectivity)
     if labelled is None or labelled[2] == 0:
         return mask
     box, lab, n = labelled
     sizes = np.bincount(lab.ravel(), minlength=n + 1)
     keep = sizes * voxel_ml >= settings.min_lesion_ml
+    if marrow is not None and settings.min_marrow_ml > 0:
+        in_marrow = np.bincount(lab[marrow[box]], minlength=n + 1)
+        keep &= in_marrow * voxel_ml >= settings.min_marrow_ml
     if settings.min_slices > 1:
         slices = ndi.find_objects(lab)
         span = np.array([0] + [(sl[2].stop - sl[2].start) if sl else 0 for sl in slices])
@@ -276,10 +283,10 @@ def detect_edema(
         score[~grow] = -1.0
         # lesions start in the marrow itself; the reach is only grown into
         cand = hysteresis_threshold(score, 0.6, 1.0, seeds=None if marrow.reach is None else inside)
-    mask = clean_lesions(cand & grow, stir.geometry.voxel_volume_ml, ls)
+    mask = clean_lesions(cand & grow, stir.geometry.voxel_volume_ml, ls, inside)
     if es.pv_fraction > 0 and mask.any():
         mask = clean_lesions(half_maximum(mask, r_s, es.pv_fraction, ls.connectivity),
-                             stir.geometry.voxel_volume_ml, ls)
+                             stir.geometry.voxel_volume_ml, ls, inside)
     return EdemaResult(
         mask,
         r_s.astype(np.float32, copy=False),

@@ -43,7 +43,10 @@ mixed: on T1 it is between muscle and fat and overlaps muscle in intensity, so t
    muscle and fat, opened (muscle-fat rims), in-plane pieces of a bone's size, closed over lesions and
    hole-filled with the joint cortex as a wall (``support_joint_walls``: BME that replaced the marrow up to
    the articular plate lies between marrow and cortex). This takes discs, vessels, bowel and most muscle
-   out of the band.
+   out of the band;
+6. where the preset asks (``lesion_reach_mm`` > 0), the same marrow ground up to ``band_mm +
+   lesion_reach_mm`` from the sacroiliac joint lines (not the lumbosacral endplates) is the ``reach``
+   that a lesion seeded in the band may grow into: BME that runs deep from the joint.
 
 With a bone mask or label map (``--bone-mask``), the marrow is that mask minus a
 thin cortical rim.
@@ -329,16 +332,23 @@ def _periarticular(
     # no band (the pipeline says so in its warnings)
     near = within_in_plane(sheets, s.band_mm, spacing)
     joint = close_ball(sheets, s.joint_close_mm, ips) | sheets if s.joint_close_mm > 0 else sheets
-    band = body & near & ~joint
-    band &= ~_fluid(sa, sb, levels, s, spacing) & cover
+    ground = body & ~joint & ~_fluid(sa, sb, levels, s, spacing) & cover
     if s.support_close_mm > 0:
-        band &= _marrow_support(sa, sb, inner, levels, spacing, s, joint=joint if s.support_joint_walls else None)
-    bones = largest_components(band, n=s.max_bones, min_voxels=max(1, round(s.min_bone_ml / vox_ml)))
+        ground &= _marrow_support(sa, sb, inner, levels, spacing, s, joint=joint if s.support_joint_walls else None)
+    bones = largest_components(ground & near, n=s.max_bones, min_voxels=max(1, round(s.min_bone_ml / vox_ml)))
+    reach = None
+    if s.lesion_reach_mm > 0:
+        # a lesion seeded in the band may run deeper into the same marrow ground (SPARCC "deep" BME),
+        # lesion-like signal only, as in the cavity search's reach. Only from the sacroiliac joint lines
+        # (from 2 x sacrum_seed_mm out, as the joint-side split counts them), not the lumbosacral endplates
+        lines = sheets & (np.abs(_lr_offset_mm(body, spacing, lr_axis)) >= 2.0 * s.sacrum_seed_mm)
+        reach = (ground & ~(bones > 0) & within_in_plane(lines, s.band_mm + s.lesion_reach_mm, spacing)
+                 & (sb > s.reach_stir_muscle * levels["muscle_stir"]) & (sa > s.reach_t1_muscle * levels["muscle_t1"]))
     if s.split_joint_sides:
         bones = _split_joint_sides(bones, sa, body, sheets, spacing, lr_axis, s.sacrum_seed_mm, s.ilium_seed_mm,
                                    near_mm=s.band_mm)
     normal = (bones > 0) & _normal_mixed(sa, sb, levels, s)
-    return MarrowResult(bones, normal, levels)
+    return MarrowResult(bones, normal, levels, reach)
 
 
 def _split_joint_sides(

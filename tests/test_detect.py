@@ -141,3 +141,24 @@ def test_sij_bme_must_be_t1_hypointense_not_only_stir_bright() -> None:
     strict = detect_edema(*vols, marrow, es)
     assert loose.mask[bright].mean() > 0.5 and loose.mask[lesion].mean() > 0.8
     assert not strict.mask[bright].any() and strict.mask[lesion].mean() > 0.8
+
+
+def test_a_lesion_with_too_little_of_itself_in_the_marrow_is_dropped() -> None:
+    """``lesions.min_marrow_ml``: a component that grew into the reach from a few marrow voxels (a nerve
+    root or a vein beside the bone) is dropped; one with enough of itself in the marrow is kept whole."""
+    from bmeseg.config import LesionSettings
+    from bmeseg.edema import clean_lesions
+
+    marrow = np.zeros((40, 40, 6), bool)
+    marrow[:, :20] = True
+    mask = np.zeros_like(marrow)
+    mask[5:15, 18:30, 1:4] = True  # 2 of its 12 columns in the marrow: 60 voxels
+    mask[25:35, 10:30, 1:4] = True  # half in the marrow: 300 voxels
+    vox_ml = 0.001
+    ls = LesionSettings(min_lesion_ml=0.05, min_slices=2, min_marrow_ml=0.1)
+    out = clean_lesions(mask, vox_ml, ls, marrow)
+    assert not out[5:15].any()
+    assert out[25:35, 10:30, 1:4].all() and out.sum() == 600
+    # off (0), or without a marrow mask: both kept
+    assert np.array_equal(clean_lesions(mask, vox_ml, LesionSettings(min_lesion_ml=0.05, min_slices=2)), mask)
+    assert np.array_equal(clean_lesions(mask, vox_ml, ls), mask)

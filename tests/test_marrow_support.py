@@ -305,3 +305,57 @@ def test_joint_valley_finds_a_faint_joint_line_and_not_the_outer_cortex_or_a_for
     one_sided[(x > 36) & (x < 80)] = 400.0
     sheets = _valley_sheets(one_sided, everywhere, everywhere, LEVELS, (1.0, 1.0, 3.3), 0.0033, s, 0)
     assert not sheets[joint & (x > 0)].any() and sheets[joint & (x < 0)].mean() > 0.9
+
+
+def _deep_scene() -> tuple[np.ndarray, ...]:
+    """Sacrum and ilia of mixed marrow (T1 700, STIR 360) in muscle, 1 mm pixels: two sacroiliac joint
+    lines 45 mm either side of the middle and a lumbosacral endplate across the middle (2 mm, dark on
+    both). A lesion runs from the right joint line 18 mm into the ilium, another from the endplate
+    18 mm into the sacrum (T1 as muscle, STIR 3x muscle)."""
+    shape = (240, 120, 4)
+    x = np.broadcast_to((np.arange(shape[0]) - 119.5)[:, None, None], shape)
+    y = np.broadcast_to(np.arange(shape[1])[None, :, None], shape)
+    t1 = np.full(shape, 400.0, np.float32)
+    st = np.full(shape, 300.0, np.float32)
+    bone = (np.abs(x) < 90) & (y >= 20) & (y < 100)
+    t1[bone], st[bone] = 700.0, 360.0
+    line = bone & (np.abs(np.abs(x) - 45) < 1) & (y >= 25) & (y < 95)
+    plate = bone & (np.abs(x) < 25) & (y >= 38) & (y < 40)
+    t1[line | plate], st[line | plate] = 100.0, 50.0
+    iliac = bone & (x >= 46) & (x < 64) & (y >= 55) & (y < 65)
+    sacral = bone & (np.abs(x) < 5) & (y >= 40) & (y < 58)
+    t1[iliac | sacral], st[iliac | sacral] = 400.0, 900.0
+    return t1, st, x, y, iliac, sacral
+
+
+def test_a_deep_lesion_grows_from_the_joint_band_into_the_reach() -> None:
+    """The sij search's ``lesion_reach_mm``: a lesion seeded in the subchondral band runs on into the
+    marrow up to ``band_mm + lesion_reach_mm`` from a sacroiliac joint line (SPARCC "deep" BME), not
+    from the lumbosacral endplate; without the reach the lesion is cut at ``band_mm``."""
+    from bmeseg.edema import detect_edema
+    from bmeseg.marrow import _periarticular
+
+    t1, st, x, y, iliac, sacral = _deep_scene()
+    g = Geometry(t1.shape, (1.0, 1.0, 3.3), (0.0, 0.0, 0.0), np.eye(3))
+    body = np.zeros(t1.shape, bool)
+    body[5:-5, 5:-5] = True
+    cover = np.ones(t1.shape, bool)
+    s = load_settings("sij")
+    assert s.marrow.lesion_reach_mm > 0 and s.lesions.min_marrow_ml > 0
+    res = {}
+    for reach_mm in (0.0, s.marrow.lesion_reach_mm):
+        m = _periarticular(t1, st, body, cover, (1.0, 1.0, 3.3), 0.0033,
+                           dataclasses.replace(s.marrow, lesion_reach_mm=reach_mm), dict(LEVELS), lr_axis=0)
+        res[reach_mm] = (m, detect_edema(Volume(t1, g), Volume(st, g), m, s.edema, s.lesions).mask)
+    (m0, bme0), (m1, bme1) = res[0.0], res[s.marrow.lesion_reach_mm]
+    assert m0.reach is None and m1.reach is not None
+    depth = x - 46.5  # mm from the right joint line's inner edge
+    # without the reach the iliac lesion stops at the band; with it, it is found to its deep end
+    assert bme0[iliac & (depth < 8)].mean() > 0.9 and not bme0[iliac & (depth > 12)].any()
+    assert bme1[iliac].mean() > 0.95
+    # the endplate lesion keeps to the band either way: the reach starts at the joint lines only
+    assert not m1.reach[sacral].any()
+    assert np.array_equal(bme0[sacral], bme1[sacral]) and bme1[sacral & (y < 46)].mean() > 0.9
+    # nothing beyond the two lesions' 1 mm smoothing rim
+    rim = ndi.binary_dilation(iliac | sacral, structure=np.ones((5, 5, 1), bool))
+    assert not (bme1 & ~rim).any()
