@@ -95,10 +95,11 @@ class MarrowResult:
     levels : dict
         Reference intensities used (for the report): T1/STIR low and high levels, thresholds.
     reach : (I, J, K) bool or None
-        Bone interior outside ``bones`` that a lesion found in the marrow may grow into (a lesion
-        that replaced the fat up to the plate): inside the in-plane convex hull of a marrow piece
-        and its own cortex, where rays meet cortex, not on it, with lesion-like signal. None:
-        lesions stay inside ``bones``.
+        Bone interior outside ``bones`` that a lesion found in the marrow may grow into, with
+        lesion-like signal. Cavity search: where a lesion replaced the fat up to the plate, inside
+        the in-plane convex hull of a marrow piece and its own cortex, where rays meet cortex, not on
+        it. Periarticular search: the marrow ground deeper than the band from a sacroiliac joint
+        line. None: lesions stay inside ``bones``.
     """
 
     bones: NDArray[np.int32]
