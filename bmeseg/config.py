@@ -204,8 +204,9 @@ class LesionSettings:
     min_slices: int = 1
     # ASAS-style persistence: a lesion must span >= this many consecutive slices
     connectivity: int = 26
-    # a lesion that grew into the marrow search's reach must have at least this much (mL) inside the
-    # marrow mask itself: a structure beside the bone touched by a few marrow voxels is not BME. 0 = off
+    # a lesion must have at least this much (mL) inside the marrow mask itself, not counting what it grew
+    # into the reach (min_lesion_ml counts both): a structure beside the bone that a few marrow voxels
+    # seeded is not BME. Above min_lesion_ml it is also the smallest lesion kept. 0 = off
     min_marrow_ml: float = 0.0
 
 

@@ -311,7 +311,7 @@ def _deep_scene() -> tuple[np.ndarray, ...]:
     """Sacrum and ilia of mixed marrow (T1 700, STIR 360) in muscle, 1 mm pixels: two sacroiliac joint
     lines 45 mm either side of the middle and a lumbosacral endplate across the middle (2 mm, dark on
     both). A lesion runs from the right joint line 18 mm into the ilium, another from the endplate
-    18 mm into the sacrum (T1 as muscle, STIR 3x muscle)."""
+    18 mm into the sacrum (T1 as muscle, STIR 2.5x muscle: below the fluid level)."""
     shape = (240, 120, 4)
     x = np.broadcast_to((np.arange(shape[0]) - 119.5)[:, None, None], shape)
     y = np.broadcast_to(np.arange(shape[1])[None, :, None], shape)
@@ -324,7 +324,7 @@ def _deep_scene() -> tuple[np.ndarray, ...]:
     t1[line | plate], st[line | plate] = 100.0, 50.0
     iliac = bone & (x >= 46) & (x < 64) & (y >= 55) & (y < 65)
     sacral = bone & (np.abs(x) < 5) & (y >= 40) & (y < 58)
-    t1[iliac | sacral], st[iliac | sacral] = 400.0, 900.0
+    t1[iliac | sacral], st[iliac | sacral] = 400.0, 750.0
     return t1, st, x, y, iliac, sacral
 
 
