@@ -189,6 +189,10 @@ class EdemaSettings:
     stir_muscle_ratio: float = 0.0
     # large-scale smoothing (mm) for the local normal-marrow reference (bias-field aware)
     reference_sigma_mm: float = 20.0
+    # the second pass's reference also leaves out normal-marrow voxels darker on STIR than the first
+    # pass's lower Tukey fence Q1 - k * IQR (partial volume with fat round a thin bone: bright on T1, dark
+    # on the fat-suppressed image, a mean reference pulled down there). 0 = off
+    reference_dark_k: float = 0.0
     # fluid-level signal on STIR relative to normal marrow: above this is "intense" (SPARCC)
     intense_ratio: float = 3.0
     bias_correction: bool = True
@@ -372,6 +376,7 @@ def _validate(s: PipelineSettings) -> None:
     check(e.stir_min_ratio >= 1, "edema.stir_min_ratio", "must be >= 1")
     check(0 < e.t1_max_ratio <= 2, "edema.t1_max_ratio", "must be in (0, 2]")
     check(e.reference_sigma_mm > 0, "edema.reference_sigma_mm", "must be > 0")
+    check(e.reference_dark_k >= 0, "edema.reference_dark_k", "must be >= 0 (0: off)")
     check(0 < e.t1_muscle_level <= 1, "edema.t1_muscle_level", "must be in (0, 1]")
     check(e.stir_muscle_ratio >= 0, "edema.stir_muscle_ratio", "must be >= 0 (0 = off)")
     check(0 <= e.pv_fraction < 1, "edema.pv_fraction", "must be in [0, 1)")

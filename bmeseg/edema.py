@@ -9,7 +9,8 @@ normal marrow on T1**. Both are judged against a *local* normal-marrow level:
   Gaussian (``reference_sigma_mm``), which follows slow coil-sensitivity (bias)
   variation without a separate bias-field model, and is recomputed once with the
   first-pass candidates removed so that a large lesion does not raise its own
-  reference;
+  reference (and, where the preset asks, ``reference_dark_k``, without the normal-marrow
+  voxels far darker on STIR than the rest: partial volume with fat round a thin bone);
 * the T1 threshold is ``t1_max_ratio`` of normal marrow and, where the preset asks
   (``t1_muscle_level`` < 1), also below a level between muscle and normal marrow, so red
   (haematopoietic) marrow islands, T1 intermediate and brighter than muscle, are not BME;
@@ -252,8 +253,9 @@ def detect_edema(
 
     sigma = es.reference_sigma_mm if es.bias_correction else math.inf
     cand = empty
-    for _ in range(2):  # second pass: reference without first-pass candidates
-        ref = normal & ~dilate_in_box(cand, iterations=1)
+    dark = empty
+    for _ in range(2):  # second pass: reference without first-pass candidates (nor dark outliers)
+        ref = normal & ~dilate_in_box(cand, iterations=1) & ~dark
         if ref.sum() < 50:
             ref = normal
         r_s = local_reference(b, ref, sigma, spacing)  # the local reference, then (in place) b over it
@@ -263,6 +265,8 @@ def detect_edema(
         r_t = np.divide(a, np.maximum(r_t, 1e-6, out=r_t), out=r_t)
         q1, q3 = np.percentile(r_s[ref], [25.0, 75.0])
         s_thr = max(float(q3 + es.stir_tukey_k * (q3 - q1)), es.stir_min_ratio)
+        if es.reference_dark_k > 0:
+            dark = normal & (r_s < q1 - es.reference_dark_k * (q3 - q1))
         if es.stir_muscle_ratio > 0 and "muscle_stir" in marrow.levels:
             # muscle as a multiple of normal marrow on STIR: BME is brighter than muscle
             m_s = marrow.levels["muscle_stir"] / max(ref_stir, 1e-6)

@@ -162,3 +162,29 @@ def test_a_lesion_with_too_little_of_itself_in_the_marrow_is_dropped() -> None:
     # off (0), or without a marrow mask: both kept
     assert np.array_equal(clean_lesions(mask, vox_ml, LesionSettings(min_lesion_ml=0.05, min_slices=2)), mask)
     assert np.array_equal(clean_lesions(mask, vox_ml, ls), mask)
+
+
+def test_reference_leaves_out_fat_partial_volume_round_a_thin_bone() -> None:
+    """Round a thin bone tip many "normal" marrow voxels are partial volume with the fat outside it
+    (bright on T1, dark on STIR). A mean reference drops there on STIR and rises on T1, and the normal
+    marrow beside them looks like BME. ``reference_dark_k`` leaves voxels below the STIR Tukey fence out
+    of the second pass's reference; a real lesion there is still found."""
+    import dataclasses
+
+    from bmeseg.edema import detect_edema
+
+    _, g, t1, stir, bones, lesion, tip = _marrow_slab(2)
+    ring = np.zeros_like(tip)
+    ring[30:52, 30:52, :] = True
+    ring &= ~tip  # a 5 mm rim round the tip: marrow-fat partial volume
+    stir[ring], t1[ring] = 10.0, 1000.0
+    stir[lesion], t1[lesion] = 250.0, 300.0
+    normal = (bones > 0) & ~lesion
+    vols, marrow = _edema_inputs(g, t1, stir, bones, normal, {"muscle_stir": 80.0, "muscle_t1": 300.0})
+    es = dataclasses.replace(load_settings("sij").edema, reference_sigma_mm=8.0)
+    assert es.reference_dark_k > 0
+    off = detect_edema(*vols, marrow, dataclasses.replace(es, reference_dark_k=0.0))
+    on = detect_edema(*vols, marrow, es)
+    assert off.mask[tip].mean() > 0.5
+    assert not on.mask[tip].any()
+    assert on.mask[lesion].mean() > 0.9 and off.mask[lesion].mean() > 0.9
