@@ -325,8 +325,9 @@ def _periarticular(
     inner = erode_ball(body, s.body_shell_mm, ips) & cover
     cortex = inner & (sa < s.cortex_t1_level * levels["muscle_t1"]) & (sb < levels["muscle_stir"])
     sheets = largest_components(cortex, n=s.joint_sheets, min_voxels=max(1, round(s.joint_min_ml / vox_ml)), connectivity=3) > 0
+    x = _lr_offset_mm(body, spacing, lr_axis)  # signed mm from the body's left-right middle
     if s.joint_valley_mm > 0:
-        sheets |= _valley_sheets(sa, body, inner, levels, spacing, vox_ml, s, lr_axis)
+        sheets |= _valley_sheets(sa, x, inner, levels, spacing, vox_ml, s, lr_axis)
     levels["cortex_t1_threshold"] = s.cortex_t1_level * levels["muscle_t1"]
     levels["joint_cortex_ml"] = float(sheets.sum() * vox_ml)
     # in-plane distance only: a 3.3 mm slice must not carry the band into the next bone. No joint cortex,
@@ -342,18 +343,18 @@ def _periarticular(
         # a lesion seeded in the band may run deeper into the same marrow ground (SPARCC "deep" BME),
         # lesion-like signal only, as in the cavity search's reach. Only from the sacroiliac joint lines
         # (from 2 x sacrum_seed_mm out, as the joint-side split counts them), not the lumbosacral endplates
-        lines = sheets & (np.abs(_lr_offset_mm(body, spacing, lr_axis)) >= 2.0 * s.sacrum_seed_mm)
+        lines = sheets & (np.abs(x) >= 2.0 * s.sacrum_seed_mm)
         reach = (ground & ~(bones > 0) & within_in_plane(lines, s.band_mm + s.lesion_reach_mm, spacing)
                  & (sb > s.reach_stir_muscle * levels["muscle_stir"]) & (sa > s.reach_t1_muscle * levels["muscle_t1"]))
     if s.split_joint_sides:
-        bones = _split_joint_sides(bones, sa, body, sheets, spacing, lr_axis, s.sacrum_seed_mm, s.ilium_seed_mm,
+        bones = _split_joint_sides(bones, sa, x, sheets, spacing, lr_axis, s.sacrum_seed_mm, s.ilium_seed_mm,
                                    near_mm=s.band_mm)
     normal = (bones > 0) & _normal_mixed(sa, sb, levels, s)
     return MarrowResult(bones, normal, levels, reach)
 
 
 def _split_joint_sides(
-    bones: NDArray[np.int32], t1: NDArray[np.float32], body: NDArray[np.bool_], sheets: NDArray[np.bool_],
+    bones: NDArray[np.int32], t1: NDArray[np.float32], x: NDArray[np.float64], sheets: NDArray[np.bool_],
     spacing: tuple[float, ...], lr_axis: int, sacrum_mm: float, ilium_mm: float, *, side_mm: float = 2.0,
     near_mm: float = 10.0,
 ) -> NDArray[np.int32]:
@@ -368,13 +369,13 @@ def _split_joint_sides(
     joint line (``sheets`` between ``sacrum_mm`` and ``ilium_mm`` from the middle), the strip within
     ``near_mm`` of a line and more than ``side_mm`` medial of its nearest line voxel seeds the sacrum,
     the strip lateral of it the ilium: the middle of the sacrum is often outside the band, and a flood
-    from it would come too late. Without all three seeds the labels are kept."""
+    from it would come too late. Without all three seeds the labels are kept. ``x`` is the signed
+    distance (mm) from the body's left-right middle (:func:`_lr_offset_mm`)."""
     from skimage.segmentation import watershed
 
     m = bones > 0
     if not m.any():
         return bones
-    x = _lr_offset_mm(body, spacing, lr_axis)
     markers = np.zeros(bones.shape, np.int32)
     markers[m & (np.abs(x) <= sacrum_mm)] = 1
     markers[m & (x >= ilium_mm)] = 2
@@ -438,12 +439,12 @@ def _mixed_marrow_t1(
 
 
 def _valley_sheets(
-    sa: NDArray[np.float32], body: NDArray[np.bool_], inner: NDArray[np.bool_], tl: dict[str, float],
+    sa: NDArray[np.float32], x: NDArray[np.float64], inner: NDArray[np.bool_], tl: dict[str, float],
     spacing: tuple[float, ...], vox_ml: float, s: MarrowSettings, lr_axis: int,
 ) -> NDArray[np.bool_]:
     """Joint lines found as T1 valleys (``joint_valley_*`` settings): darker than muscle and than the
     marrow either side of them by ``joint_valley_depth`` of an in-plane grey closing, with marrow-like
-    T1 on both sides along left-right, away from the body's middle."""
+    T1 on both sides along left-right, away from the body's middle (``x``: signed mm from it)."""
     r = [max(1, round(s.joint_valley_mm / sp)) for sp in spacing[:2]]
     g0, g1 = np.ogrid[-r[0]:r[0] + 1, -r[1]:r[1] + 1]
     disk = ((g0 / r[0]) ** 2 + (g1 / r[1]) ** 2 <= 1.0)[:, :, None]
@@ -452,7 +453,7 @@ def _valley_sheets(
     like = _mixed_marrow_t1(sa, inner, tl, s)
     side = _on_both_sides(like, max(1, round(s.joint_valley_side_mm / spacing[lr_axis])), lr_axis)
     cand = (inner & valley & (sa < tl["muscle_t1"]) & side
-            & (np.abs(_lr_offset_mm(body, spacing, lr_axis)) >= s.joint_valley_min_mm))
+            & (np.abs(x) >= s.joint_valley_min_mm))
     return largest_components(cand, n=s.joint_valley_sheets, min_voxels=max(1, round(s.joint_min_ml / vox_ml)),
                               connectivity=3) > 0
 

@@ -246,7 +246,7 @@ def test_lesion_reach_stays_inside_its_own_cortex(bridge: bool) -> None:
 
 @pytest.mark.parametrize("lr_axis", [0, 1])
 def test_split_joint_sides_cuts_a_band_that_runs_across_a_faint_joint(lr_axis: int) -> None:
-    from bmeseg.marrow import _split_joint_sides
+    from bmeseg.marrow import _lr_offset_mm, _split_joint_sides
 
     # sacrum |x| < 35 mm, ilia 35-110 mm either side; the band is one piece (the joints were not found
     # as cortex) but the T1 is darker along the joint lines at |x| = 35 mm (off the seeds' midpoint, 45)
@@ -259,20 +259,21 @@ def test_split_joint_sides_cuts_a_band_that_runs_across_a_faint_joint(lr_axis: i
     t1 = np.where(np.abs(np.abs(xx) - 35) < 1.5, 200.0, 800.0).astype(np.float32)
     bones = band.astype(np.int32)
     sheets = np.abs(np.abs(xx) - 35) < 1.0
-    out = _split_joint_sides(bones, t1, body, sheets, (1.0, 1.0, 3.0), lr_axis, 15.0, 75.0)
+    mid = _lr_offset_mm(body, (1.0, 1.0, 3.0), lr_axis)
+    out = _split_joint_sides(bones, t1, mid, sheets, (1.0, 1.0, 3.0), lr_axis, 15.0, 75.0)
     assert np.array_equal(out > 0, band)  # relabelled only
     sac, left, right = out[np.abs(xx) < 33], out[band & (xx > 37)], out[band & (xx < -37)]
     assert np.all(sac == 1) and np.all(left == 2) and np.all(right == 3)
     # without a seed on each side (a narrow field of view) the labels stay as they were
     narrow = (np.abs(xx) < 60).astype(np.int32)
     no_lines = np.zeros_like(sheets)
-    assert np.array_equal(_split_joint_sides(narrow, t1, body, no_lines, (1.0, 1.0, 3.0), lr_axis, 15.0, 75.0),
+    assert np.array_equal(_split_joint_sides(narrow, t1, mid, no_lines, (1.0, 1.0, 3.0), lr_axis, 15.0, 75.0),
                           narrow)
     # the band only a strip either side of each joint line (the middle of the sacrum not in it), the
     # ilia reaching beyond 75 mm on a few rows: the strip medial of a line is sacrum, lateral ilium
     jj = np.broadcast_to(np.arange(shape[1 - lr_axis]).reshape((1, -1, 1) if lr_axis == 0 else (-1, 1, 1)), shape)
     strips = ((np.abs(xx) >= 20) & (np.abs(xx) <= 50)) | ((np.abs(xx) < 110) & (np.abs(xx) > 50) & (jj < 5))
-    out = _split_joint_sides(strips.astype(np.int32), t1, body, sheets, (1.0, 1.0, 3.0), lr_axis, 15.0, 75.0)
+    out = _split_joint_sides(strips.astype(np.int32), t1, mid, sheets, (1.0, 1.0, 3.0), lr_axis, 15.0, 75.0)
     assert np.all(out[strips & (np.abs(xx) < 33)] == 1)
     assert np.all(out[strips & (xx > 37)] == 2) and np.all(out[strips & (xx < -37)] == 3)
 
@@ -281,7 +282,7 @@ def test_joint_valley_finds_a_faint_joint_line_and_not_the_outer_cortex_or_a_for
     """A joint line only 0.8x muscle on T1 (above ``cortex_t1_level``) is a T1 valley between marrow on
     both sides: ``_valley_sheets`` finds it. The outer cortex of the ilium (muscle lateral of it) and a
     dark line at the body's middle (a sacral foramen) are valleys too, and are not joint lines."""
-    from bmeseg.marrow import _valley_sheets
+    from bmeseg.marrow import _lr_offset_mm, _valley_sheets
 
     n = 240
     x = np.broadcast_to(((np.arange(n) - (n - 1) / 2) * 1.0)[:, None, None], (n, 60, 4))
@@ -295,7 +296,8 @@ def test_joint_valley_finds_a_faint_joint_line_and_not_the_outer_cortex_or_a_for
     s = dataclasses.replace(load_settings("sij").marrow, joint_valley_mm=3.0)
     assert s.cortex_t1_level * LEVELS["muscle_t1"] < 330.0
     everywhere = np.ones(t1.shape, bool)
-    sheets = _valley_sheets(t1, everywhere, everywhere, LEVELS, (1.0, 1.0, 3.3), 0.0033, s, 0)
+    mid = _lr_offset_mm(everywhere, (1.0, 1.0, 3.3), 0)
+    sheets = _valley_sheets(t1, mid, everywhere, LEVELS, (1.0, 1.0, 3.3), 0.0033, s, 0)
     assert sheets[joint].mean() > 0.9
     assert sheets[joint & (x > 0)].any() and sheets[joint & (x < 0)].any()  # both joints
     assert not sheets[outer].any() and not sheets[foramen].any()
@@ -303,7 +305,7 @@ def test_joint_valley_finds_a_faint_joint_line_and_not_the_outer_cortex_or_a_for
     # marrow-like T1 on one side only (the other side muscle): not a joint
     one_sided = t1.copy()
     one_sided[(x > 36) & (x < 80)] = 400.0
-    sheets = _valley_sheets(one_sided, everywhere, everywhere, LEVELS, (1.0, 1.0, 3.3), 0.0033, s, 0)
+    sheets = _valley_sheets(one_sided, mid, everywhere, LEVELS, (1.0, 1.0, 3.3), 0.0033, s, 0)
     assert not sheets[joint & (x > 0)].any() and sheets[joint & (x < 0)].mean() > 0.9
 
 
