@@ -127,6 +127,10 @@ class MarrowSettings:
     # (mm, in-plane) from the marrow: its partial-volume rim, nerve roots and epidural veins; 0: off
     fluid_body_ml: float = 1.0
     fluid_body_margin_mm: float = 0.0
+    # periarticular search: ... only bodies whose median in-plane distance from the body's left-right
+    # middle is at most this (mm): the thecal sac and bladder lie on the midline; a lateral "body" of
+    # fluid-like signal beside a joint is more often intense BME. 0: bodies anywhere
+    fluid_body_midline_mm: float = 0.0
     # periarticular search: keep only the band's voxels on marrow-like ground ("support"): smoothed T1
     # between support_t1_low and support_t1_high of the muscle-to-fat range (mixed marrow; muscle ~0, fat
     # ~1), not fluid-bright, opened by support_open_mm (cuts muscle-fat partial-volume rims), in-plane
@@ -357,6 +361,7 @@ def _validate(s: PipelineSettings) -> None:
     check(m.fluid_stir_ratio > 1, "marrow.fluid_stir_ratio", "must be > 1")
     check(m.fluid_body_ml > 0, "marrow.fluid_body_ml", "must be > 0")
     check(m.fluid_body_margin_mm >= 0, "marrow.fluid_body_margin_mm", "must be >= 0")
+    check(m.fluid_body_midline_mm >= 0, "marrow.fluid_body_midline_mm", "must be >= 0")
     check(0 < m.fluid_t1_level <= 2, "marrow.fluid_t1_level", "must be in (0, 2]")
     check(m.support_t1_low < m.support_t1_high, "marrow.support_t1_low", "must be below marrow.support_t1_high")
     check(m.support_open_mm >= 0, "marrow.support_open_mm", "must be >= 0")

@@ -280,18 +280,27 @@ def t1_coverage(t1: NDArray[np.floating]) -> NDArray[np.bool_]:
 
 def _fluid(
     sa: NDArray[np.float32], sb: NDArray[np.float32], levels: dict[str, float], s: MarrowSettings,
-    spacing: tuple[float, ...],
+    spacing: tuple[float, ...], x: NDArray[np.float64] | None = None,
 ) -> NDArray[np.bool_]:
     """Free fluid: dark on T1 (below ``fluid_t1_level`` x muscle) and fluid-bright on STIR (CSF,
     effusion, bladder), grown 1 mm; bodies of fluid of at least ``fluid_body_ml`` (the thecal sac,
     the bladder) grown ``fluid_body_margin_mm`` in-plane (the partial-volume rim, nerve roots and
-    epidural veins around the CSF column are STIR-bright and T1-dark too)."""
+    epidural veins around the CSF column are STIR-bright and T1-dark too). With ``x`` (signed mm from
+    the body's left-right middle) and ``fluid_body_midline_mm``, only bodies whose median ``|x|`` is
+    within that distance get the margin."""
     fluid = (sb > s.fluid_stir_ratio * levels["muscle_stir"]) & (sa < s.fluid_t1_level * levels["muscle_t1"])
     ips = in_plane_spacing(spacing)
     out = dilate_ball(fluid, 1.0, ips)
     if s.fluid_body_margin_mm > 0 and fluid.any():
         vox_ml = float(np.prod(spacing)) / 1000.0
-        body = largest_components(fluid, min_voxels=max(1, round(s.fluid_body_ml / vox_ml))) > 0
+        lab = largest_components(fluid, min_voxels=max(1, round(s.fluid_body_ml / vox_ml)))
+        if x is not None and s.fluid_body_midline_mm > 0 and lab.any():
+            n = int(lab.max())
+            mid = np.asarray(ndi.median(np.abs(x), lab, np.arange(1, n + 1)), dtype=np.float64)
+            keep = np.concatenate([[False], mid <= s.fluid_body_midline_mm])
+            body = keep[lab]
+        else:
+            body = lab > 0
         if body.any():
             out |= dilate_ball(body, s.fluid_body_margin_mm, ips)
     return out
@@ -334,7 +343,7 @@ def _periarticular(
     # no band (the pipeline says so in its warnings)
     near = within_in_plane(sheets, s.band_mm, spacing)
     joint = close_ball(sheets, s.joint_close_mm, ips) | sheets if s.joint_close_mm > 0 else sheets
-    ground = body & ~joint & ~_fluid(sa, sb, levels, s, spacing) & cover
+    ground = body & ~joint & ~_fluid(sa, sb, levels, s, spacing, x) & cover
     if s.support_close_mm > 0:
         ground &= _marrow_support(sa, sb, inner, levels, spacing, s, joint=joint if s.support_joint_walls else None)
     bones = largest_components(ground & near, n=s.max_bones, min_voxels=max(1, round(s.min_bone_ml / vox_ml)))

@@ -34,6 +34,7 @@ def test_every_preset_loads(name: str) -> None:
     ("marrow", "split_neck_mm", -1.0),
     ("marrow", "fluid_body_ml", 0.0),
     ("marrow", "fluid_body_margin_mm", -1.0),
+    ("marrow", "fluid_body_midline_mm", -1.0),
     ("marrow", "lesion_reach_mm", -5.0),
     ("marrow", "reach_stir_muscle", -0.1),
     ("marrow", "reach_t1_muscle", -0.1),

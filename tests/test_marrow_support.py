@@ -134,6 +134,23 @@ def test_a_body_of_fluid_keeps_the_marrow_at_a_distance() -> None:
     assert not off[20:50, 55:59].any()
 
 
+def test_only_a_midline_body_of_fluid_gets_the_wide_margin() -> None:
+    # the thecal sac sits on the body's middle; a fluid-bright body of the same size beside a joint
+    # (intense BME with T1 below muscle) keeps only the 1 mm growth when fluid_body_midline_mm is set
+    sa = np.full(SHAPE, 400.0, np.float32)
+    sb = np.full(SHAPE, 300.0, np.float32)
+    sa[10:40, 45:75], sb[10:40, 45:75] = 200.0, 1500.0  # rows 10-39: ~1-19 mm from the middle (row 9)
+    sa[80:110, 45:75], sb[80:110, 45:75] = 200.0, 1500.0  # rows 80-109: ~43-60 mm out
+    x = np.broadcast_to(((np.arange(SHAPE[0]) - 9.0) * SPACING[0])[:, None, None], SHAPE)
+    s = dataclasses.replace(load_settings("sij").marrow, fluid_body_ml=1.0, fluid_body_margin_mm=6.0,
+                            fluid_body_midline_mm=30.0)
+    out = _fluid(sa, sb, LEVELS, s, SPACING, x)
+    assert out[10:40, 77:82].all() and not out[10:40, 87:].any()  # midline body: 6 mm = 10 px
+    assert out[80:110, 75].all() and not out[80:110, 78:].any()  # lateral body: 1 mm only
+    wide = _fluid(sa, sb, LEVELS, dataclasses.replace(s, fluid_body_midline_mm=0.0), SPACING, x)
+    assert wide[80:110, 77:82].all()  # 0: bodies anywhere, as before
+
+
 def _joint_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Two mixed-marrow bones meeting at a joint: two 2 mm cortical lines (dark on both images), 3 mm
     of cartilage between them (T1 a little above muscle, STIR 2x muscle), one line broken every 12 mm
