@@ -47,6 +47,9 @@ def _get_parser() -> argparse.ArgumentParser:
     r.add_argument("--t1", help="T1 series (number, SeriesInstanceUID or description) or a NIfTI file")
     r.add_argument("--stir", help="fluid-sensitive series (number, UID or description) or a NIfTI file")
     r.add_argument("--bone-mask", type=Path, help="bone mask / label map (NIfTI) to use instead of automatic marrow search")
+    r.add_argument("--reference-mask", type=Path,
+                   help="normal-marrow region (NIfTI, non-zero inside) drawn by a reader: the reference BME is "
+                   "measured against, instead of the automatic one (for diffuse BME, which raises it)")
     r.add_argument("--force", action="store_true", help="overwrite existing outputs")
     r.add_argument("--layout", choices=("flat", "bids"), default="flat",
                    help="output names: flat (OUT/bme_mask.nii.gz...) or bids (OUT as a BIDS-derivatives "
@@ -87,7 +90,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings(args.pipeline, config=args.config)
     if args.input is None and (args.t1 is None or args.stir is None):
         raise _Usage("give a DICOM folder, or both --t1 and --stir NIfTI files")
-    inp = StudyInput(dicom_dir=args.input, t1=args.t1, stir=args.stir, bone_mask=args.bone_mask)
+    inp = StudyInput(dicom_dir=args.input, t1=args.t1, stir=args.stir, bone_mask=args.bone_mask,
+                     reference_mask=args.reference_mask)
     result = run_study(inp, args.output, settings=settings, force=args.force, layout=args.layout)
     rep = result.report
     print(

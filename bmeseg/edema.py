@@ -39,10 +39,15 @@ from scipy import ndimage as ndi
 
 from ._morph import bbox_slices, dilate_in_box, hysteresis_threshold, sigma_vox
 from .config import EdemaSettings, LesionSettings
+from .errors import InputError
 from .marrow import MarrowResult
 from .volume import Volume
 
 __all__ = ["EdemaResult", "clean_lesions", "detect_edema", "half_maximum", "local_reference"]
+
+
+#: fewest reference voxels a fence is drawn from (automatic: else no edema is flagged; drawn: an error)
+MIN_REFERENCE_VOXELS = 50
 
 
 @dataclass(frozen=True)
@@ -221,6 +226,8 @@ def detect_edema(
     marrow: MarrowResult,
     settings: EdemaSettings | None = None,
     lesions: LesionSettings | None = None,
+    *,
+    reference: NDArray[np.bool_] | None = None,
 ) -> EdemaResult:
     """Flag T1-hypointense, STIR-hyperintense marrow voxels.
 
@@ -232,6 +239,12 @@ def detect_edema(
         The fluid-sensitive image.
     marrow : MarrowResult
         From :func:`bmeseg.marrow.find_marrow` on the same grid.
+    reference : (I, J, K) bool, optional
+        A user-drawn region of normal marrow on the same grid (``--reference-mask``). It replaces the
+        automatic reference: one level for the scan (its median on each image, no local bias
+        correction: a drawn region is one place) and the STIR Tukey fence of its own voxels, in one
+        pass. Where BME is diffuse (a third of the subchondral bone), the marrow the automatic
+        reference is taken from is itself oedematous and raises the reference.
     """
     es = settings or EdemaSettings()
     ls = lesions or LesionSettings()
@@ -245,18 +258,22 @@ def detect_edema(
     grow = inside if marrow.reach is None else inside | marrow.reach
     a = _smooth_within(np.asarray(t1.array, dtype=np.float32), grow, spacing)
     b = _smooth_within(np.asarray(stir.array, dtype=np.float32), grow, spacing)
-    normal = marrow.normal
+    normal = marrow.normal if reference is None else np.asarray(reference, dtype=bool)
     empty = np.zeros(a.shape, bool)
-    if normal.sum() < 50:
+    if reference is not None and (normal.shape != a.shape or normal.sum() < MIN_REFERENCE_VOXELS):
+        raise InputError(f"the reference mask has {int(normal.sum())} voxels on the fluid-sensitive grid "
+                         f"(shape {normal.shape}); it needs at least {MIN_REFERENCE_VOXELS} on {a.shape}")
+    if normal.sum() < MIN_REFERENCE_VOXELS:
         return EdemaResult(empty, np.ones_like(b), np.ones_like(a),
                            {"stir_ratio": float("nan"), "t1_ratio": float("nan"), "reference_voxels": float(normal.sum())})
 
-    sigma = es.reference_sigma_mm if es.bias_correction else math.inf
+    sigma = es.reference_sigma_mm if es.bias_correction and reference is None else math.inf
     cand = empty
     dark = empty
-    for _ in range(2):  # second pass: reference without first-pass candidates (nor dark outliers)
+    # second pass: reference without first-pass candidates (nor dark outliers); a drawn one is taken as is
+    for _ in range(2 if reference is None else 1):
         ref = normal & ~dilate_in_box(cand, iterations=1) & ~dark
-        if ref.sum() < 50:
+        if ref.sum() < MIN_REFERENCE_VOXELS:
             ref = normal
         r_s = local_reference(b, ref, sigma, spacing)  # the local reference, then (in place) b over it
         ref_stir = float(np.median(b[ref]))
@@ -296,6 +313,7 @@ def detect_edema(
         r_s.astype(np.float32, copy=False),
         r_t.astype(np.float32, copy=False),
         {"stir_ratio": s_thr, "t1_ratio": t_thr, "reference_voxels": float(ref.sum()),
+         "reference_drawn": float(reference is not None),
          "reference_stir_over_muscle": ref_stir / marrow.levels["muscle_stir"]
          if marrow.levels.get("muscle_stir", 0) > 0 else float("nan")},
     )

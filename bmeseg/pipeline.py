@@ -25,6 +25,8 @@ from .measure import Measurements, measure
 from .volume import Volume
 
 if TYPE_CHECKING:  # pragma: no cover
+    from numpy.typing import NDArray
+
     from .io.dicom import SeriesInfo
 
 __all__ = ["OUTPUT_FILES", "StudyInput", "StudyResult", "detect", "load_pair", "output_paths", "run_study"]
@@ -123,6 +125,7 @@ class StudyInput:
     stir: str | None = None
     bone_mask: Path | None = None
     series: tuple[SeriesInfo, ...] | None = None
+    reference_mask: Path | None = None
 
     def __post_init__(self) -> None:
         if self.dicom_dir is None and self.series is None and (self.t1 is None or self.stir is None):
@@ -245,13 +248,15 @@ def _register(t1: Volume, stir: Volume, settings: PipelineSettings, notes: list[
 def detect(
     t1_on_stir: Volume, stir: Volume, settings: PipelineSettings, *, bone_mask: Volume | None = None,
     timings: dict[str, float] | None = None, bone_names: dict[int, str] | None = None,
+    reference: NDArray[np.bool_] | None = None,
 ) -> tuple[MarrowResult, EdemaResult, Measurements]:
-    """Marrow, edema and measures on one grid (T1 already on the fluid-sensitive grid)."""
+    """Marrow, edema and measures on one grid (T1 already on the fluid-sensitive grid). ``reference``:
+    a drawn normal-marrow region on that grid, in place of the automatic reference."""
     timings = {} if timings is None else timings
     with _timed(timings, "marrow"):
         marrow = find_marrow(t1_on_stir, stir, settings.marrow, bone_mask=bone_mask)
     with _timed(timings, "edema"):
-        edema = detect_edema(t1_on_stir, stir, marrow, settings.edema, settings.lesions)
+        edema = detect_edema(t1_on_stir, stir, marrow, settings.edema, settings.lesions, reference=reference)
         marrow = absorb_lesions(marrow, edema.mask, stir.geometry.spacing_mm, settings.marrow.lesion_reach_mm,
                                 settings.marrow.reach_slices)
     with _timed(timings, "measure"):
@@ -271,6 +276,23 @@ def _check_outputs(out_dir: Path, paths: dict[str, Path], force: bool) -> None:
         raise OutputExistsError(
             f"{out_dir} already holds {', '.join(existing)}; use --force to overwrite"
         )
+
+
+def _reference_mask(path: Path, stir: Volume) -> NDArray[np.bool_]:
+    """A drawn normal-marrow region (NIfTI, non-zero inside) on the fluid-sensitive grid (nearest
+    neighbour where its grid differs); an error naming the file when too little of it lands there."""
+    from .edema import MIN_REFERENCE_VOXELS
+    from .io.nifti import read_nifti
+    from .register import resample_to
+
+    m = read_nifti(path, dtype=np.float32)
+    if not m.geometry.same_grid(stir.geometry, tol_mm=1e-2):
+        m = resample_to(m, stir.geometry, None, interpolation="nearest")
+    ref = np.asarray(m.array) > 0.5
+    if int(ref.sum()) < MIN_REFERENCE_VOXELS:
+        raise InputError(f"{path}: the reference mask has {int(ref.sum())} voxels on the fluid-sensitive image's "
+                         f"grid (at least {MIN_REFERENCE_VOXELS} needed): is it empty, or drawn on another scan?")
+    return ref
 
 
 def run_study(
@@ -314,14 +336,21 @@ def run_study(
         from .regions import names_for_bone_mask_file
 
         bone_names = names_for_bone_mask_file(inp.bone_mask, bone_mask.array, settings.anatomy)
-    marrow, edema, meas = detect(t1, stir, settings, bone_mask=bone_mask, timings=timings, bone_names=bone_names)
+    reference = None
+    if inp.reference_mask is not None:
+        reference = _reference_mask(inp.reference_mask, stir)
+    marrow, edema, meas = detect(t1, stir, settings, bone_mask=bone_mask, timings=timings, bone_names=bone_names,
+                                 reference=reference)
     notes.extend(meas.warnings)
     if not marrow.mask.any():
         why = ("no joint cortex (dark on T1 and on the fluid-sensitive image) was found to search beside"
                if marrow.levels.get("joint_cortex_ml", 1.0) == 0 else "nothing looked like marrow")
         notes.append(f"no marrow found ({why}): a BME volume of 0 here means nothing was searched; "
                      f"check the series and the preset (--pipeline {settings.name})")
-    inputs = {"t1": t1_meta, "stir": _series_meta(stir)}
+    inputs: dict[str, Any] = {"t1": t1_meta, "stir": _series_meta(stir)}
+    if reference is not None:
+        inputs["reference_mask"] = {"path": str(inp.reference_mask), "voxels": int(reference.sum()),
+                                    "ml": round(float(reference.sum() * stir.geometry.voxel_volume_ml), 3)}
     result = StudyResult(t1=t1, stir=stir, marrow=marrow, edema=edema, measurements=meas,
                          registration=reg_info, inputs=inputs, settings=settings, timings_s=timings,
                          warnings=notes)

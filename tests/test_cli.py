@@ -112,6 +112,35 @@ def test_outputs_not_overwritten_without_force(tmp_path: Path, nifti_pair: tuple
     assert main([*args, "--force"]) == 0
 
 
+def test_run_with_a_drawn_reference(tmp_path: Path, nifti_pair: tuple, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--reference-mask``: a reader's normal-marrow region replaces the automatic reference. The lesion is
+    still found, report.json names the region, and an empty region is refused naming its file."""
+    from bmeseg.io.nifti import read_nifti
+    from bmeseg.volume import Volume
+
+    t1p, stirp, truth = nifti_pair
+    ref = np.zeros(truth.shape, bool)
+    ref[33:39, 20:26, 6:10] = True  # fatty marrow on the far side of the bone from the lesion
+    assert not (ref & truth.array).any()
+    refp = write_nifti(Volume(ref.astype(np.uint8), truth.geometry), tmp_path / "normal.nii.gz")
+    stir = read_nifti(stirp).array
+    assert np.median(stir[ref]) < 120  # it is marrow (STIR ~80), not muscle (300)
+    out = tmp_path / "out"
+    assert main(["run", "--t1", str(t1p), "--stir", str(stirp), "-o", str(out), "--reference-mask", str(refp)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["inputs"]["reference_mask"] == {"path": str(refp), "voxels": int(ref.sum()),
+                                               "ml": round(float(ref.sum() * truth.geometry.voxel_volume_ml), 3)}
+    assert len(rep["lesions"]) == 1
+    lab = np.asarray(nib.load(str(out / "bme_mask.nii.gz")).dataobj) > 0
+    assert 2 * (lab & truth.array).sum() / (lab.sum() + truth.array.sum()) > 0.7
+    empty = write_nifti(Volume(np.zeros(truth.shape, np.uint8), truth.geometry), tmp_path / "empty.nii.gz")
+    out2 = tmp_path / "out2"
+    capsys.readouterr()
+    assert main(["run", "--t1", str(t1p), "--stir", str(stirp), "-o", str(out2), "--reference-mask", str(empty)]) == 2
+    assert "empty.nii.gz" in capsys.readouterr().err
+    assert not out2.exists()
+
+
 def test_exit_2_on_bad_input(tmp_path: Path, nifti_pair: tuple, capsys: pytest.CaptureFixture[str]) -> None:
     t1p, _, _ = nifti_pair
     out = tmp_path / "out"

@@ -188,3 +188,32 @@ def test_reference_leaves_out_fat_partial_volume_round_a_thin_bone() -> None:
     assert off.mask[tip].mean() > 0.5
     assert not on.mask[tip].any()
     assert on.mask[lesion].mean() > 0.9 and off.mask[lesion].mean() > 0.9
+
+
+def test_a_drawn_reference_finds_diffuse_bme_the_automatic_one_absorbs() -> None:
+    """Where BME fills most of the marrow, the automatic reference (local, from marrow with normal-looking
+    T1) is itself oedema, and the oedema passes for normal. A drawn normal-marrow region (``reference``)
+    gives the scan's true level: the oedema is found, the normal marrow is not flagged. Too small a drawn
+    region is an error, not a silent fallback."""
+    import pytest
+
+    from bmeseg.edema import detect_edema
+    from bmeseg.errors import InputError
+
+    _, g, t1, stir, bones, _, _ = _marrow_slab(4)
+    oedema = np.zeros_like(bones, bool)
+    oedema[5:40, 5:55, :] = True  # 70 % of the marrow
+    stir[oedema] = 200.0 + np.random.default_rng(5).normal(0, 3, int(oedema.sum()))
+    t1[oedema] = 400.0  # 0.8x marrow
+    vols, marrow = _edema_inputs(g, t1, stir, bones, bones > 0, {"muscle_stir": 80.0, "muscle_t1": 300.0})
+    es = load_settings("sij").edema
+    auto = detect_edema(*vols, marrow, es)
+    assert auto.mask[oedema].mean() < 0.2
+    drawn = np.zeros_like(oedema)
+    drawn[45:52, 20:40, 1:5] = True  # normal marrow only
+    ref = detect_edema(*vols, marrow, es, reference=drawn)
+    assert ref.mask[oedema].mean() > 0.9
+    assert not ref.mask[40:55].any()
+    assert ref.thresholds["reference_drawn"] == 1.0 and auto.thresholds["reference_drawn"] == 0.0
+    with pytest.raises(InputError, match="reference mask has 8 voxels"):
+        detect_edema(*vols, marrow, es, reference=drawn & (np.arange(60)[:, None, None] == 45) & (np.arange(60)[None, :, None] < 22))
