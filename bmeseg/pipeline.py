@@ -320,6 +320,8 @@ def run_study(
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     t1_native, stir, notes = load_pair(inp, timings)
+    # a drawn reference is checked before the registration's time is spent
+    reference = _reference_mask(inp.reference_mask, stir) if inp.reference_mask is not None else None
     with _timed(timings, "register"):
         t1, reg_info = _register(t1_native, stir, settings, notes)
     t1_meta = _series_meta(t1_native)
@@ -336,9 +338,6 @@ def run_study(
         from .regions import names_for_bone_mask_file
 
         bone_names = names_for_bone_mask_file(inp.bone_mask, bone_mask.array, settings.anatomy)
-    reference = None
-    if inp.reference_mask is not None:
-        reference = _reference_mask(inp.reference_mask, stir)
     marrow, edema, meas = detect(t1, stir, settings, bone_mask=bone_mask, timings=timings, bone_names=bone_names,
                                  reference=reference)
     notes.extend(meas.warnings)
