@@ -278,17 +278,23 @@ def _check_outputs(out_dir: Path, paths: dict[str, Path], force: bool) -> None:
         )
 
 
-def _reference_mask(path: Path, stir: Volume) -> NDArray[np.bool_]:
-    """A drawn normal-marrow region (NIfTI, non-zero inside) on the fluid-sensitive grid (nearest
-    neighbour where its grid differs); an error naming the file when too little of it lands there."""
-    from .edema import MIN_REFERENCE_VOXELS
+def _mask_on_grid(path: Path, stir: Volume, dtype: Any) -> Volume:
+    """A mask or label map (NIfTI) on the fluid-sensitive grid: as read when it is on that grid already,
+    else resampled there by nearest neighbour (labels stay labels)."""
     from .io.nifti import read_nifti
     from .register import resample_to
 
-    m = read_nifti(path, dtype=np.float32)
-    if not m.geometry.same_grid(stir.geometry, tol_mm=1e-2):
-        m = resample_to(m, stir.geometry, None, interpolation="nearest")
-    ref = np.asarray(m.array) > 0.5
+    m = read_nifti(path, dtype=dtype)
+    return m if m.geometry.same_grid(stir.geometry, tol_mm=1e-2) else resample_to(
+        m, stir.geometry, None, interpolation="nearest")
+
+
+def _reference_mask(path: Path, stir: Volume) -> NDArray[np.bool_]:
+    """A drawn normal-marrow region (NIfTI, non-zero inside) on the fluid-sensitive grid; an error
+    naming the file when too little of it lands there."""
+    from .edema import MIN_REFERENCE_VOXELS
+
+    ref = np.asarray(_mask_on_grid(path, stir, np.float32).array) > 0.5
     if int(ref.sum()) < MIN_REFERENCE_VOXELS:
         raise InputError(f"{path}: the reference mask has {int(ref.sum())} voxels on the fluid-sensitive image's "
                          f"grid (at least {MIN_REFERENCE_VOXELS} needed): is it empty, or drawn on another scan?")
@@ -329,13 +335,9 @@ def run_study(
     bone_mask = None
     bone_names = None
     if inp.bone_mask is not None:
-        from .io.nifti import read_nifti
-        from .register import resample_to
-
-        bm = read_nifti(inp.bone_mask, dtype=np.int32)
-        bone_mask = bm if bm.geometry.same_grid(stir.geometry, tol_mm=1e-2) else resample_to(
-            bm, stir.geometry, None, interpolation="nearest")
         from .regions import names_for_bone_mask_file
+
+        bone_mask = _mask_on_grid(inp.bone_mask, stir, np.int32)
 
         bone_names = names_for_bone_mask_file(inp.bone_mask, bone_mask.array, settings.anatomy)
     marrow, edema, meas = detect(t1, stir, settings, bone_mask=bone_mask, timings=timings, bone_names=bone_names,

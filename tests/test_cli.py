@@ -141,6 +141,36 @@ def test_run_with_a_drawn_reference(tmp_path: Path, nifti_pair: tuple, capsys: p
     assert not out2.exists()
 
 
+def test_masks_drawn_on_another_grid_are_resampled(tmp_path: Path, nifti_pair: tuple) -> None:
+    """``--bone-mask`` and ``--reference-mask`` on a grid of their own (2x coarser in-plane, same place):
+    both are put on the fluid-sensitive grid by nearest neighbour, and the lesion is still found."""
+    from bmeseg.volume import Geometry, Volume
+
+    t1p, stirp, truth = nifti_pair
+    g = truth.geometry
+    coarse = Geometry((g.shape[0] // 2, g.shape[1] // 2, g.shape[2]),
+                      (2 * g.spacing_mm[0], 2 * g.spacing_mm[1], g.spacing_mm[2]),
+                      tuple(g.index_to_lps([0.5, 0.5, 0.0])), g.direction)
+    centre = np.array([(n - 1) / 2 for n in g.shape])
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in coarse.shape], indexing="ij"), -1).astype(float)
+    d = coarse.index_to_lps(ijk) - g.index_to_lps(centre)  # mm from the bone's centre
+    bone = (d[..., 0] / 10) ** 2 + (d[..., 1] / 12) ** 2 + (d[..., 2] / 22) ** 2 < 1  # inside its marrow
+    ref = bone & (d[..., 0] > 2) & (d[..., 1] < -2) & (d[..., 2] < -6)  # away from the lesion (+4, +6, +6 mm)
+    bp = write_nifti(Volume(bone.astype(np.uint8), coarse), tmp_path / "bone.nii.gz")
+    rp = write_nifti(Volume(ref.astype(np.uint8), coarse), tmp_path / "normal.nii.gz")
+    out = tmp_path / "out"
+    assert main(["run", "--t1", str(t1p), "--stir", str(stirp), "-o", str(out), "--bone-mask", str(bp),
+                 "--reference-mask", str(rp)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    marrow = np.asarray(nib.load(str(out / "marrow_mask.nii.gz")).dataobj) > 0
+    assert marrow.shape == g.shape
+    assert 0.5 * bone.sum() * 4 < marrow.sum() <= 1.2 * bone.sum() * 4  # 4 fine voxels per coarse one
+    assert rep["inputs"]["reference_mask"]["voxels"] == 4 * ref.sum()  # each coarse voxel covers 2 x 2 fine ones
+    assert len(rep["lesions"]) == 1
+    lab = np.asarray(nib.load(str(out / "bme_mask.nii.gz")).dataobj) > 0
+    assert 2 * (lab & truth.array).sum() / (lab.sum() + truth.array.sum()) > 0.6
+
+
 def test_exit_2_on_bad_input(tmp_path: Path, nifti_pair: tuple, capsys: pytest.CaptureFixture[str]) -> None:
     t1p, _, _ = nifti_pair
     out = tmp_path / "out"
