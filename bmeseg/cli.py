@@ -74,6 +74,10 @@ def _add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    "(needs the 'dask' extra; OUT must be shared with the workers)")
     b.add_argument("--pipeline", default="generic", help="anatomy preset (default: generic)")
     b.add_argument("--config", type=Path, help="TOML file overriding preset settings")
+    b.add_argument("--masks", type=Path, metavar="CSV",
+                   help="per-study masks: a CSV with columns study (batch id, StudyInstanceUID or NIfTI folder), "
+                   "bone_mask and/or reference_mask (paths relative to the CSV), as `run --bone-mask` / "
+                   "`--reference-mask`; studies not listed run automatically; checked before any study runs")
     g = b.add_mutually_exclusive_group()
     g.add_argument("--resume", dest="force", action="store_false",
                    help="skip studies already done with the same inputs and settings (default)")
@@ -117,7 +121,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     if blog.getEffectiveLevel() > logging.INFO:
         blog.setLevel(logging.INFO)  # progress lines and the summary are the point of this command
     res = run_batch(args.root, args.output, settings=settings, jobs=args.jobs, scheduler=args.scheduler,
-                    force=args.force, progress=args.progress, command=["bmeseg", *args.argv])
+                    force=args.force, progress=args.progress, command=["bmeseg", *args.argv], masks=args.masks)
     print(f"bmeseg: {res.n_ok} of {len(res.rows)} studies ok ({res.n_reused} up to date, skipped), "
           f"{res.n_failed} failed; cohort table in {args.output / 'cohort.csv'}")
     if res.n_failed:

@@ -349,6 +349,10 @@ def run_study(
         notes.append(f"no marrow found ({why}): a BME volume of 0 here means nothing was searched; "
                      f"check the series and the preset (--pipeline {settings.name})")
     inputs: dict[str, Any] = {"t1": t1_meta, "stir": _series_meta(stir)}
+    if bone_mask is not None:
+        labels = np.unique(np.asarray(bone_mask.array))
+        inputs["bone_mask"] = {"path": str(inp.bone_mask), "labels": [int(v) for v in labels if v != 0],
+                               "voxels": int(np.count_nonzero(bone_mask.array))}
     if reference is not None:
         inputs["reference_mask"] = {"path": str(inp.reference_mask), "voxels": int(reference.sum()),
                                     "ml": round(float(reference.sum() * stir.geometry.voxel_volume_ml), 3)}

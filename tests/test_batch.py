@@ -233,3 +233,78 @@ def test_dask_cluster_gives_same_cohort_as_local_pool(cohort: Path, tmp_path: Pa
     prov = json.loads((dask_out / "provenance.json").read_text())
     assert prov["executor"]["kind"] == "dask"
     assert prov["executor"]["scheduler"].split("://")[0] in ("inproc", "tcp")
+
+
+def test_mask_table_gives_studies_their_masks_and_is_checked_before_anything_runs(
+        cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--masks``: studies named by StudyInstanceUID or NIfTI folder get their drawn reference / bone mask,
+    others run automatically; a changed mask redoes only its study; a bad table fails whole, naming lines."""
+    import numpy as np
+
+    from bmeseg.volume import Volume
+
+    root = tmp_path / "root"
+    for sub in ("scanner", "late", "bids"):
+        shutil.copytree(cohort / sub, root / sub)
+    tasks = {t.patient_id or t.study_id: t for t in discover_studies(root, jobs=1).tasks}
+    masks = tmp_path / "masks"
+    refs = {}
+    for name, seed in (("P1", 1), ("sub", 5)):
+        _, _, truth = tiny_pair(seed=seed, shape=SMALL)
+        ref = np.zeros(SMALL, np.uint8)
+        ref[33:39, 20:26, 6:10] = 1  # fatty marrow on the far side of the bone from the lesion
+        assert not (ref.astype(bool) & truth.array).any()
+        refs[name] = write_nifti(Volume(ref, truth.geometry), masks / f"{name}_normal.nii.gz")
+    bone = np.zeros(SMALL, np.uint8)
+    bone[20:44, 16:40, 3:17] = 1  # a box around the one bone (label 1)
+    _, _, truth5 = tiny_pair(seed=5, shape=SMALL)
+    write_nifti(Volume(bone, truth5.geometry), masks / "sub_bones.nii.gz")
+    table = masks / "masks.csv"
+    table.write_text("study,bone_mask,reference_mask\n"
+                     f"{tasks['P1'].study_instance_uid},,P1_normal.nii.gz\n"
+                     "bids/sub-01/ses-1/anat,sub_bones.nii.gz,sub_normal.nii.gz\n")
+    out = tmp_path / "out"
+    assert main(["batch", str(root), "-o", str(out), "--jobs", "2", "--no-progress", "--masks", str(table)]) == 0
+    rows = _by_patient(_csv(out / "cohort.csv"))
+    assert rows["P1"]["reference_mask"] == str(masks / "P1_normal.nii.gz") and rows["P1"]["bone_mask"] == ""
+    assert rows["P2"]["reference_mask"] == "" and rows["P2"]["bone_mask"] == ""
+    assert rows["sub-01_ses-1"]["bone_mask"] == str(masks / "sub_bones.nii.gz")
+    for who in ("P1", "P2", "sub-01_ses-1"):
+        rep = json.loads((out / rows[who]["study_id"] / "report.json").read_text())
+        assert rep["n_lesions"] == 1, who
+        assert ("reference_mask" in rep["inputs"]) == (who != "P2")
+        assert rep["reference"]["edema_thresholds"]["reference_drawn"] == (who != "P2")
+    rep = json.loads((out / rows["sub-01_ses-1"]["study_id"] / "report.json").read_text())
+    assert rep["inputs"]["bone_mask"] == {"path": str(masks / "sub_bones.nii.gz"), "labels": [1],
+                                          "voxels": int(bone.sum())}
+    assert rep["inputs"]["reference_mask"]["voxels"] == 6 * 6 * 4
+    assert json.loads((out / "provenance.json").read_text())["masks"] == str(table.resolve())
+
+    # a redrawn reference redoes that study only
+    os.utime(refs["sub"], ns=(1, 1))
+    assert main(["batch", str(root), "-o", str(out), "--no-progress", "--masks", str(table)]) == 0
+    rows2 = _by_patient(_csv(out / "cohort.csv"))
+    assert [rows2[w]["reused"] for w in ("P1", "P2", "sub-01_ses-1")] == ["True", "True", "False"]
+    # dropping the table redoes the studies that had masks
+    assert main(["batch", str(root), "-o", str(out), "--no-progress"]) == 0
+    rows3 = _by_patient(_csv(out / "cohort.csv"))
+    assert [rows3[w]["reused"] for w in ("P1", "P2", "sub-01_ses-1")] == ["False", "True", "False"]
+    assert rows3["P1"]["reference_mask"] == ""
+
+    # a bad table: every problem named with its line, and no study runs
+    bad = masks / "bad.csv"
+    bad.write_text("study,reference_mask\n"
+                   "nobody,P1_normal.nii.gz\n"
+                   f"{rows['P2']['study_id']},missing.nii.gz\n"
+                   f"{tasks['P1'].study_instance_uid},P1_normal.nii.gz\n"
+                   f"{rows['P1']['study_id']},P1_normal.nii.gz\n")
+    out2 = tmp_path / "out2"
+    capsys.readouterr()
+    assert main(["batch", str(root), "-o", str(out2), "--no-progress", "--masks", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.csv: 3 problem(s)" in err and "line 2: study 'nobody'" in err
+    assert "line 3: reference_mask" in err and "missing.nii.gz" in err and "already given masks on line 4" in err
+    assert [p.name for p in out2.iterdir()] == [".bmeseg-batch.lock"]  # no study folder, no tables
+    (masks / "cols.csv").write_text("study,t2_mask\nx,y\n")
+    assert main(["batch", str(root), "-o", str(out2), "--no-progress", "--masks", str(masks / "cols.csv")]) == 2
+    assert "unknown: t2_mask" in capsys.readouterr().err

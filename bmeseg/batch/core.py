@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 COHORT_COLUMNS = [
     "study_id", "status", "reused", "kind", "patient_id", "study_date", "study_instance_uid", "source",
-    "t1_series", "stir_series", "marrow_volume_ml", "bme_volume_ml", "extent_fraction", "extent_score",
+    "t1_series", "stir_series", "bone_mask", "reference_mask", "marrow_volume_ml", "bme_volume_ml", "extent_fraction", "extent_score",
     "scoring_scheme", "n_lesions", "registration_status", "n_warnings", "warnings", "runtime_s",
     "failure_stage", "error", "input_hash",
 ]
@@ -69,9 +69,9 @@ class BatchResult:
 
 
 def input_hash(task: StudyTask, settings_dict: dict[str, Any], version: str) -> str:
-    """SHA-256 of the study's input files (path, size, mtime), the resolved settings and the version."""
+    """SHA-256 of the study's input files and masks (path, size, mtime), the resolved settings and the version."""
     files = []
-    for p in sorted(str(f) for f in task.files):
+    for p in sorted(str(f) for f in (*task.files, *task.mask_files)):
         try:
             st = os.stat(p)
             files.append([p, st.st_size, st.st_mtime_ns])
@@ -105,6 +105,8 @@ def cohort_row(task: StudyTask, status: str, *, report: dict[str, Any] | None = 
         row.update({
             "t1_series": _series_label(inputs.get("t1", {})),
             "stir_series": _series_label(inputs.get("stir", {})),
+            "bone_mask": inputs.get("bone_mask", {}).get("path", ""),
+            "reference_mask": inputs.get("reference_mask", {}).get("path", ""),
             "marrow_volume_ml": report.get("marrow_volume_ml"),
             "bme_volume_ml": report.get("bme_volume_ml"),
             "extent_fraction": report.get("extent_fraction"),
@@ -213,6 +215,7 @@ def run_batch(
     force: bool = False,
     progress: bool | None = None,
     command: Sequence[str] | None = None,
+    masks: str | os.PathLike[str] | None = None,
 ) -> BatchResult:
     """Process every study under ``root`` into ``out_dir``; what ``bmeseg batch`` calls.
 
@@ -236,6 +239,9 @@ def run_batch(
         Progress bar (default: when stderr is a terminal); otherwise log lines.
     command : list of str, optional
         Command line recorded in ``provenance.json``.
+    masks : path, optional
+        CSV giving some studies a bone mask and/or a drawn normal-marrow
+        reference (see :mod:`bmeseg.batch.masks`); checked whole before any study runs.
 
     Returns
     -------
@@ -247,6 +253,7 @@ def run_batch(
     from ..errors import InputError
     from ..report import software_versions, write_csv, write_json
     from .executors import plan_local, run_dask, run_local
+    from .masks import attach_masks
 
     settings = settings if settings is not None else load_settings(None)
     out = Path(out_dir)
@@ -259,6 +266,10 @@ def run_batch(
         tasks = list(disc.tasks)
         if not tasks and not disc.unpaired:
             raise InputError(f"{root}: no DICOM studies or NIfTI pairs found")
+        if masks is not None:
+            tasks = attach_masks(tasks, masks, root)
+            log.info("mask table %s: masks for %d of %d studies", masks, sum(bool(t.mask_files) for t in tasks),
+                     len(tasks))
         by_id = {t.study_id: t for t in tasks}
         _clean_stale(out, set(by_id))
         hashes = {t.study_id: input_hash(t, settings_dict, __version__) for t in tasks}
@@ -309,6 +320,7 @@ def run_batch(
                 "settings": settings_dict,
                 "command": list(command) if command is not None else list(sys.argv),
                 "root": str(Path(root).resolve()), "out": str(out.resolve()),
+                "masks": None if masks is None else str(Path(masks).resolve()),
                 "host": platform.node(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
                 "executor": executor, "started": started, "ended": _now(),
                 "duration_s": round(time.perf_counter() - t0, 2), "interrupted": interrupted,

@@ -64,13 +64,21 @@ class StudyTask:
     stir_path: Path | None = None
     #: files of this study's folders that could not be read (path: reason), reported as warnings
     notes: tuple[str, ...] = ()
+    #: masks given for this study (``bmeseg batch --masks``): ``--bone-mask`` / ``--reference-mask`` of ``run``
+    bone_mask: Path | None = None
+    reference_mask: Path | None = None
+
+    @property
+    def mask_files(self) -> tuple[Path, ...]:
+        return tuple(p for p in (self.bone_mask, self.reference_mask) if p is not None)
 
     def study_input(self) -> StudyInput:
         from ..pipeline import StudyInput
 
         if self.kind == "dicom":
-            return StudyInput(series=self.series)
-        return StudyInput(t1=str(self.t1_path), stir=str(self.stir_path))
+            return StudyInput(series=self.series, bone_mask=self.bone_mask, reference_mask=self.reference_mask)
+        return StudyInput(t1=str(self.t1_path), stir=str(self.stir_path), bone_mask=self.bone_mask,
+                          reference_mask=self.reference_mask)
 
 
 @dataclass(frozen=True)
