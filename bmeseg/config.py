@@ -144,6 +144,15 @@ class MarrowSettings:
     # ... the hole filling counting the joint cortex (closed over the joint space) as the bone's wall, so
     # BME between marrow and the articular plate, with no marrow-like T1 left, is bone too
     support_joint_walls: bool = False
+    # periarticular search: a lesion seeded in the marrow may also grow this far (mm, in-plane) beyond the
+    # marrow ground, within band_mm + this of a joint line: BME that replaced the marrow up to the bone's
+    # outer cortex is neither marrow-like on T1 nor enclosed, so the ground misses it. Lesion-like signal
+    # only: the reach_* tests, and STIR below edge_stir_muscle_max x muscle (nerves, veins), not within
+    # edge_vessel_mm in-plane of such a bright structure off the marrow ground. A lesion grows into it only
+    # where the BME rule holds, and keeps it only up to edema.edge_max_share of the lesion. 0: off
+    edge_reach_mm: float = 0.0
+    edge_stir_muscle_max: float = 2.5
+    edge_vessel_mm: float = 0.0
     # normal mixed marrow: T1 above muscle by this fraction of the muscle-to-fat range
     normal_t1_level: float = 0.1
     # periarticular search: the joint space between two cortical sheets (cartilage, a fluid line) is
@@ -204,6 +213,10 @@ class EdemaSettings:
     # this fraction of the lesion's own core excess (90th percentile): its half-maximum outline
     # rather than the faint fringe the detection threshold reaches. 0 = off
     pv_fraction: float = 0.0
+    # a lesion's part beyond the marrow ground (marrow.edge_reach_mm) may be at most this fraction of
+    # the lesion; otherwise that part is dropped: BME that reached the outer cortex is mostly marrow
+    # still, while a bright vessel or nerve grazed by a speck of marrow is mostly outside it
+    edge_max_share: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -367,6 +380,9 @@ def _validate(s: PipelineSettings) -> None:
     check(m.support_open_mm >= 0, "marrow.support_open_mm", "must be >= 0")
     check(m.support_min_cm2 >= 0, "marrow.support_min_cm2", "must be >= 0")
     check(m.support_close_mm >= 0, "marrow.support_close_mm", "must be >= 0")
+    check(m.edge_reach_mm >= 0, "marrow.edge_reach_mm", "must be >= 0")
+    check(m.edge_stir_muscle_max > 0, "marrow.edge_stir_muscle_max", "must be > 0")
+    check(m.edge_vessel_mm >= 0, "marrow.edge_vessel_mm", "must be >= 0")
     check(m.joint_close_mm >= 0, "marrow.joint_close_mm", "must be >= 0")
     check(m.joint_valley_mm >= 0, "marrow.joint_valley_mm", "must be >= 0")
     check(0 < m.joint_valley_depth < 1, "marrow.joint_valley_depth", "must be in (0, 1)")
@@ -385,6 +401,7 @@ def _validate(s: PipelineSettings) -> None:
     check(0 < e.t1_muscle_level <= 1, "edema.t1_muscle_level", "must be in (0, 1]")
     check(e.stir_muscle_ratio >= 0, "edema.stir_muscle_ratio", "must be >= 0 (0 = off)")
     check(0 <= e.pv_fraction < 1, "edema.pv_fraction", "must be in [0, 1)")
+    check(0 <= e.edge_max_share <= 1, "edema.edge_max_share", "must be in [0, 1]")
     check(s.lesions.min_lesion_ml >= 0, "lesions.min_lesion_ml", "must be >= 0")
     check(s.lesions.min_slices >= 1, "lesions.min_slices", "must be >= 1")
     check(s.lesions.min_marrow_ml >= 0, "lesions.min_marrow_ml", "must be >= 0")

@@ -168,6 +168,27 @@ def _label_lesions(
     return box, lab, int(n)
 
 
+def limit_edge(
+    mask: NDArray[np.bool_], edge: NDArray[np.bool_], max_share: float, connectivity: int,
+) -> NDArray[np.bool_]:
+    """``mask`` without the ``edge`` voxels of each lesion whose ``edge`` part is more than
+    ``max_share`` of it (the lesion's other voxels stay)."""
+    labelled = _label_lesions(mask, connectivity)
+    if labelled is None or labelled[2] == 0:
+        return mask
+    box, lab, n = labelled
+    e = edge[box]
+    total = np.bincount(lab.ravel(), minlength=n + 1)
+    on_edge = np.bincount(lab[e], minlength=n + 1)
+    drop = on_edge > max_share * total
+    drop[0] = False
+    if not drop.any():
+        return mask
+    out = mask.copy()
+    out[box] &= ~(drop[lab] & e)
+    return out
+
+
 def clean_lesions(
     mask: NDArray[np.bool_], voxel_ml: float, settings: LesionSettings, marrow: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.bool_]:
@@ -302,9 +323,14 @@ def detect_edema(
         score = np.minimum(score, score_t, out=score)
         del score_t
         score[~grow] = -1.0
+        if marrow.edge is not None:  # beyond the marrow ground only voxels that pass the rule themselves
+            score[marrow.edge & (score < 1.0)] = -1.0
         # lesions start in the marrow itself; the reach is only grown into
         cand = hysteresis_threshold(score, 0.6, 1.0, seeds=None if marrow.reach is None else inside)
-    mask = clean_lesions(cand & grow, stir.geometry.voxel_volume_ml, ls, inside)
+    cand &= grow
+    if marrow.edge is not None:
+        cand = limit_edge(cand, marrow.edge, es.edge_max_share, ls.connectivity)
+    mask = clean_lesions(cand, stir.geometry.voxel_volume_ml, ls, inside)
     if es.pv_fraction > 0 and mask.any():
         mask = clean_lesions(half_maximum(mask, r_s, es.pv_fraction, ls.connectivity),
                              stir.geometry.voxel_volume_ml, ls, inside)

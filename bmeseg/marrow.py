@@ -100,12 +100,16 @@ class MarrowResult:
         the in-plane convex hull of a marrow piece and its own cortex, where rays meet cortex, not on
         it. Periarticular search: the marrow ground deeper than the band from a sacroiliac joint
         line. None: lesions stay inside ``bones``.
+    edge : (I, J, K) bool or None
+        The part of ``reach`` beyond the marrow ground (``edge_reach_mm``, periarticular search): a
+        lesion grows into it only where the BME rule itself holds, not down to hysteresis' lower margin.
     """
 
     bones: NDArray[np.int32]
     normal: NDArray[np.bool_]
     levels: dict[str, float]
     reach: NDArray[np.bool_] | None = None
+    edge: NDArray[np.bool_] | None = None
 
     @property
     def mask(self) -> NDArray[np.bool_]:
@@ -260,7 +264,7 @@ def absorb_lesions(
     bones = marrow.bones.copy()
     nearest = sub[tuple(idx)]
     bones[box] = np.where(extra[box], nearest, sub)
-    return MarrowResult(bones, marrow.normal, marrow.levels, marrow.reach)
+    return MarrowResult(bones, marrow.normal, marrow.levels, marrow.reach, marrow.edge)
 
 
 def t1_coverage(t1: NDArray[np.floating]) -> NDArray[np.bool_]:
@@ -343,23 +347,38 @@ def _periarticular(
     # no band (the pipeline says so in its warnings)
     near = within_in_plane(sheets, s.band_mm, spacing)
     joint = close_ball(sheets, s.joint_close_mm, ips) | sheets if s.joint_close_mm > 0 else sheets
-    ground = body & ~joint & ~_fluid(sa, sb, levels, s, spacing, x) & cover
+    open_ground = body & ~joint & ~_fluid(sa, sb, levels, s, spacing, x) & cover
+    ground = open_ground
     if s.support_close_mm > 0:
-        ground &= _marrow_support(sa, sb, inner, levels, spacing, s, joint=joint if s.support_joint_walls else None)
+        ground = open_ground & _marrow_support(sa, sb, inner, levels, spacing, s,
+                                               joint=joint if s.support_joint_walls else None)
     bones = largest_components(ground & near, n=s.max_bones, min_voxels=max(1, round(s.min_bone_ml / vox_ml)))
-    reach = None
+    reach = edge = None
+    lesion_like = (sb > s.reach_stir_muscle * levels["muscle_stir"]) & (sa > s.reach_t1_muscle * levels["muscle_t1"])
+    # the sacroiliac joint lines (from 2 x sacrum_seed_mm out, as the joint-side split counts them), not
+    # the lumbosacral endplates
+    lines = sheets & (np.abs(x) >= 2.0 * s.sacrum_seed_mm)
     if s.lesion_reach_mm > 0:
         # a lesion seeded in the band may run deeper into the same marrow ground (SPARCC "deep" BME),
         # lesion-like signal only, as in the cavity search's reach. Only from the sacroiliac joint lines
-        # (from 2 x sacrum_seed_mm out, as the joint-side split counts them), not the lumbosacral endplates
-        lines = sheets & (np.abs(x) >= 2.0 * s.sacrum_seed_mm)
         reach = (ground & ~(bones > 0) & within_in_plane(lines, s.band_mm + s.lesion_reach_mm, spacing)
-                 & (sb > s.reach_stir_muscle * levels["muscle_stir"]) & (sa > s.reach_t1_muscle * levels["muscle_t1"]))
+                 & lesion_like)
+    if s.edge_reach_mm > 0 and s.support_close_mm > 0:
+        # BME that replaced the marrow up to the bone's outer cortex: off the marrow ground, but within
+        # edge_reach_mm of it and near a joint line. Nerves and veins beside the bone are brighter, and
+        # their partial-volume rims are kept out with them
+        off = open_ground & ~ground
+        bright = sb >= s.edge_stir_muscle_max * levels["muscle_stir"]
+        edge = (off & ~bright & lesion_like & within_in_plane(ground, s.edge_reach_mm, spacing)
+                & within_in_plane(lines, s.band_mm + s.edge_reach_mm, spacing))
+        if s.edge_vessel_mm > 0:
+            edge &= ~within_in_plane(bright & ~ground, s.edge_vessel_mm, spacing)
+        reach = edge if reach is None else reach | edge
     if s.split_joint_sides:
         bones = _split_joint_sides(bones, sa, x, sheets, spacing, lr_axis, s.sacrum_seed_mm, s.ilium_seed_mm,
                                    near_mm=s.band_mm)
     normal = (bones > 0) & _normal_mixed(sa, sb, levels, s)
-    return MarrowResult(bones, normal, levels, reach)
+    return MarrowResult(bones, normal, levels, reach, edge)
 
 
 def _split_joint_sides(

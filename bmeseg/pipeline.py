@@ -257,7 +257,8 @@ def detect(
         marrow = find_marrow(t1_on_stir, stir, settings.marrow, bone_mask=bone_mask)
     with _timed(timings, "edema"):
         edema = detect_edema(t1_on_stir, stir, marrow, settings.edema, settings.lesions, reference=reference)
-        marrow = absorb_lesions(marrow, edema.mask, stir.geometry.spacing_mm, settings.marrow.lesion_reach_mm,
+        marrow = absorb_lesions(marrow, edema.mask, stir.geometry.spacing_mm,
+                                max(settings.marrow.lesion_reach_mm, settings.marrow.edge_reach_mm),
                                 settings.marrow.reach_slices)
     with _timed(timings, "measure"):
         meas = measure(

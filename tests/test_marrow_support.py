@@ -364,7 +364,8 @@ def test_a_deep_lesion_grows_from_the_joint_band_into_the_reach() -> None:
     res = {}
     for reach_mm in (0.0, s.marrow.lesion_reach_mm):
         m = _periarticular(t1, st, body, cover, (1.0, 1.0, 3.3), 0.0033,
-                           dataclasses.replace(s.marrow, lesion_reach_mm=reach_mm), dict(LEVELS), lr_axis=0)
+                           dataclasses.replace(s.marrow, lesion_reach_mm=reach_mm, edge_reach_mm=0.0), dict(LEVELS),
+                           lr_axis=0)
         res[reach_mm] = (m, detect_edema(Volume(t1, g), Volume(st, g), m, s.edema, s.lesions).mask)
     (m0, bme0), (m1, bme1) = res[0.0], res[s.marrow.lesion_reach_mm]
     assert m0.reach is None and m1.reach is not None
@@ -378,3 +379,97 @@ def test_a_deep_lesion_grows_from_the_joint_band_into_the_reach() -> None:
     # nothing beyond the two lesions' 1 mm smoothing rim
     rim = ndi.binary_dilation(iliac | sacral, structure=np.ones((5, 5, 1), bool))
     assert not (bme1 & ~rim).any()
+
+
+def _edge_scene() -> tuple[np.ndarray, ...]:
+    """``_deep_scene``'s bones with a lesion at the right ilium's lower edge, from the joint line to the
+    bone's outline (a 12 mm disc cut by it: T1 as muscle, STIR 2x muscle), and a vein (STIR 5x muscle)
+    just below the left ilium; 1 mm in-plane smoothing gives both a partial-volume rim."""
+    t1, st, x, y, _, _ = _deep_scene()
+    bone = (np.abs(x) < 90) & (y >= 20) & (y < 100)
+    t1[:], st[:] = 400.0, 300.0
+    t1[bone], st[bone] = 700.0, 360.0
+    line = bone & (np.abs(np.abs(x) - 45) < 1) & (y >= 25) & (y < 95)
+    t1[line], st[line] = 100.0, 50.0
+    lesion = bone & (np.hypot(x - 58, y - 31) < 12) & ~line
+    t1[lesion], st[lesion] = 400.0, 600.0
+    vein = (np.abs(x + 60) < 2) & (y >= 14) & (y < 18)
+    t1[vein], st[vein] = 300.0, 1500.0
+    sig = (1.0, 1.0, 0.0)
+    return ndi.gaussian_filter(t1, sig), ndi.gaussian_filter(st, sig), bone, lesion, vein
+
+
+def test_edge_reach_takes_bme_up_to_the_bone_outline_and_not_a_vein_beside_it() -> None:
+    """``edge_reach_mm``: where BME replaced the marrow up to the bone's outline, the marrow ground (T1
+    between muscle and fat, closed over lesions it encloses) stops short of it. The edge is the off-ground
+    voxels with lesion-like signal within edge_reach_mm of the ground near a joint line; a vein beside
+    the bone and its partial-volume rim are not part of it, nor is muscle."""
+    from bmeseg.marrow import _periarticular
+
+    t1, st, bone, lesion, vein = _edge_scene()
+    body = np.zeros(t1.shape, bool)
+    body[5:-5, 5:-5] = True
+    s = load_settings("sij").marrow
+    assert s.edge_reach_mm > 0 and s.edge_vessel_mm > 0
+    off = _periarticular(t1, st, body, np.ones(t1.shape, bool), (1.0, 1.0, 3.3), 0.0033,
+                         dataclasses.replace(s, edge_reach_mm=0.0), dict(LEVELS), lr_axis=0)
+    on = _periarticular(t1, st, body, np.ones(t1.shape, bool), (1.0, 1.0, 3.3), 0.0033, s, dict(LEVELS), lr_axis=0)
+    assert off.edge is None and on.edge is not None and on.reach is not None
+    assert np.array_equal(off.bones, on.bones)  # the marrow itself is the same
+    assert on.mask[lesion].mean() < 0.1  # the ground misses the lesion at the bone's outline...
+    # ... the edge takes it, up to 8 mm from the ground (the disc's lowest part lies farther)
+    assert on.edge[lesion].mean() > 0.4 and not (on.edge & on.mask).any()
+    assert (on.edge <= on.reach).all()
+    # the vein's partial-volume rim bright enough to pass the BME rule (1.3x the marrow's STIR of 360)
+    rim = ndi.binary_dilation(vein, np.ones((7, 7, 1), bool)) & ~vein & (st > 1.3 * 360.0)
+    assert rim.sum() > 20 and not on.edge[rim].any()
+    # muscle is not lesion-like; off the bone only the vein's faint outer rim is, too faint for the rule
+    stray = on.edge & ~bone & ~ndi.binary_dilation(lesion, np.ones((5, 5, 1), bool))
+    assert (st[stray] < 1.3 * 360.0).all() and stray.sum() < 60
+
+
+def test_a_lesion_keeps_its_edge_part_only_while_it_is_mostly_marrow() -> None:
+    """In the edge, a lesion grows only where the BME rule holds (not down to hysteresis' 0.6 margin), and
+    keeps that part only while it is at most ``edema.edge_max_share`` of the lesion: BME at the outer
+    cortex is mostly marrow, a bright vessel grazed by a speck of marrow is mostly outside it."""
+    from bmeseg.edema import detect_edema, limit_edge
+    from bmeseg.marrow import MarrowResult
+
+    shape = (80, 80, 4)
+    g = Geometry(shape, (1.0, 1.0, 3.3), (0.0, 0.0, 0.0), np.eye(3))
+    ii, jj = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    r = np.hypot(ii - 25, jj - 30)
+    bone2 = (jj >= 30) & (ii >= 10) & (ii < 70)
+    edge2 = (jj >= 22) & (jj < 30) & (ii >= 10) & (ii < 70)  # 8 mm off the marrow's lower side
+    # a lesion in the marrow that reaches 7 mm into the edge (a quarter of it there)
+    lesion2 = ((r < 8) & (bone2 | edge2)) | (bone2 & (np.abs(ii - 25) < 8) & (jj < 45))
+    faint2 = edge2 & (r >= 8) & (r < 14)
+    speck2 = bone2 & (np.abs(ii - 55) < 2) & (jj < 32)  # 2 mm of lesion-like marrow ...
+    vessel2 = edge2 & (np.abs(ii - 55) < 6)  # ... touching a bright structure in the edge
+    t1 = np.full(shape, 400.0, np.float32)
+    st = np.full(shape, 300.0, np.float32)
+    t1[bone2], st[bone2] = 1000.0, 330.0  # marrow: STIR 1.1x muscle, as sacral marrow
+    # lesion 1.5x marrow on STIR; its faint rim 1.27x: within half the lesion's own contrast (pv_fraction),
+    # between hysteresis' low margin (1.18x) and the rule (1.3x)
+    for m2, (a, b) in ((lesion2, (500.0, 495.0)), (faint2, (700.0, 419.0)), (speck2, (500.0, 495.0)),
+                       (vessel2, (500.0, 495.0))):
+        t1[m2], st[m2] = a, b
+    rep = lambda m2: np.repeat(m2[:, :, None], shape[2], axis=2)  # noqa: E731
+    bones = rep(bone2).astype(np.int32)
+    marrow = MarrowResult(bones, rep(bone2 & ~lesion2 & ~speck2), {"muscle_t1": 400.0, "muscle_stir": 300.0},
+                          reach=rep(edge2), edge=rep(edge2))
+    s = load_settings("sij")
+    bme = detect_edema(Volume(t1, g), Volume(st, g), marrow, s.edema, s.lesions).mask
+    les, vessel = rep(lesion2), rep(vessel2)
+    faint = rep(faint2 & (r >= 9.5) & (r < 12.5) & (jj >= 24))  # clear of the smoothing with lesion and muscle
+    assert bme[les].mean() > 0.95  # its marrow part and its edge part
+    assert not bme[faint].any()  # the faint rim in the edge fails the rule itself...
+    as_reach = detect_edema(Volume(t1, g), Volume(st, g), dataclasses.replace(marrow, edge=None), s.edema,
+                            s.lesions).mask
+    assert as_reach[faint].mean() > 0.5  # ... while hysteresis takes most of it into a plain reach
+    assert not bme[vessel].any()  # the vessel is 90 % of its "lesion": dropped
+    # limit_edge alone: the share decides
+    m = les | vessel | rep(speck2)
+    kept = limit_edge(m, rep(edge2), 0.5, 26)
+    assert kept[les].all() and not kept[vessel].any() and kept[rep(speck2)].all()
+    assert limit_edge(m, rep(edge2), 1.0, 26)[vessel].all()
