@@ -244,7 +244,7 @@ def test_mask_table_gives_studies_their_masks_and_is_checked_before_anything_run
     from bmeseg.volume import Volume
 
     root = tmp_path / "root"
-    for sub in ("scanner", "late", "bids"):
+    for sub in ("scanner", "late", "bids", "broken"):
         shutil.copytree(cohort / sub, root / sub)
     tasks = {t.patient_id or t.study_id: t for t in discover_studies(root, jobs=1).tasks}
     masks = tmp_path / "masks"
@@ -262,10 +262,13 @@ def test_mask_table_gives_studies_their_masks_and_is_checked_before_anything_run
     table = masks / "masks.csv"
     table.write_text("study,bone_mask,reference_mask\n"
                      f"{tasks['P1'].study_instance_uid},,P1_normal.nii.gz\n"
-                     "bids/sub-01/ses-1/anat,sub_bones.nii.gz,sub_normal.nii.gz\n")
+                     "bids/sub-01/ses-1/anat,sub_bones.nii.gz,sub_normal.nii.gz\n"
+                     f"{tasks['P3'].study_id},,P1_normal.nii.gz\n")
     out = tmp_path / "out"
-    assert main(["batch", str(root), "-o", str(out), "--jobs", "2", "--no-progress", "--masks", str(table)]) == 0
+    assert main(["batch", str(root), "-o", str(out), "--jobs", "2", "--no-progress", "--masks", str(table)]) == 4
     rows = _by_patient(_csv(out / "cohort.csv"))
+    # P3 (truncated slices) fails at loading; its row still says which mask it was given
+    assert rows["P3"]["status"] == "failed" and rows["P3"]["reference_mask"] == str(masks / "P1_normal.nii.gz")
     assert rows["P1"]["reference_mask"] == str(masks / "P1_normal.nii.gz") and rows["P1"]["bone_mask"] == ""
     assert rows["P2"]["reference_mask"] == "" and rows["P2"]["bone_mask"] == ""
     assert rows["sub-01_ses-1"]["bone_mask"] == str(masks / "sub_bones.nii.gz")
@@ -282,11 +285,11 @@ def test_mask_table_gives_studies_their_masks_and_is_checked_before_anything_run
 
     # a redrawn reference redoes that study only
     os.utime(refs["sub"], ns=(1, 1))
-    assert main(["batch", str(root), "-o", str(out), "--no-progress", "--masks", str(table)]) == 0
+    assert main(["batch", str(root), "-o", str(out), "--no-progress", "--masks", str(table)]) == 4
     rows2 = _by_patient(_csv(out / "cohort.csv"))
     assert [rows2[w]["reused"] for w in ("P1", "P2", "sub-01_ses-1")] == ["True", "True", "False"]
     # dropping the table redoes the studies that had masks
-    assert main(["batch", str(root), "-o", str(out), "--no-progress"]) == 0
+    assert main(["batch", str(root), "-o", str(out), "--no-progress"]) == 4
     rows3 = _by_patient(_csv(out / "cohort.csv"))
     assert [rows3[w]["reused"] for w in ("P1", "P2", "sub-01_ses-1")] == ["False", "True", "False"]
     assert rows3["P1"]["reference_mask"] == ""

@@ -39,9 +39,9 @@ log = logging.getLogger(__name__)
 
 COHORT_COLUMNS = [
     "study_id", "status", "reused", "kind", "patient_id", "study_date", "study_instance_uid", "source",
-    "t1_series", "stir_series", "bone_mask", "reference_mask", "marrow_volume_ml", "bme_volume_ml", "extent_fraction", "extent_score",
-    "scoring_scheme", "n_lesions", "registration_status", "n_warnings", "warnings", "runtime_s",
-    "failure_stage", "error", "input_hash",
+    "t1_series", "stir_series", "bone_mask", "reference_mask", "marrow_volume_ml", "bme_volume_ml",
+    "extent_fraction", "extent_score", "scoring_scheme", "n_lesions", "registration_status", "n_warnings",
+    "warnings", "runtime_s", "failure_stage", "error", "input_hash",
 ]
 FAILURE_COLUMNS = ["study_id", "stage", "error_type", "message", "source"]
 
@@ -98,6 +98,8 @@ def cohort_row(task: StudyTask, status: str, *, report: dict[str, Any] | None = 
         "study_instance_uid": task.study_instance_uid, "source": task.source,
         "failure_stage": stage, "error": error, "input_hash": h,
         "runtime_s": None if runtime_s is None else round(runtime_s, 2),
+        # the masks given (--masks), also for a study that failed
+        "bone_mask": str(task.bone_mask or ""), "reference_mask": str(task.reference_mask or ""),
     }
     if report is not None:
         warnings = [str(w).replace("\n", " ") for w in report.get("warnings", [])]
@@ -105,8 +107,8 @@ def cohort_row(task: StudyTask, status: str, *, report: dict[str, Any] | None = 
         row.update({
             "t1_series": _series_label(inputs.get("t1", {})),
             "stir_series": _series_label(inputs.get("stir", {})),
-            "bone_mask": inputs.get("bone_mask", {}).get("path", ""),
-            "reference_mask": inputs.get("reference_mask", {}).get("path", ""),
+            "bone_mask": inputs.get("bone_mask", {}).get("path", row["bone_mask"]),
+            "reference_mask": inputs.get("reference_mask", {}).get("path", row["reference_mask"]),
             "marrow_volume_ml": report.get("marrow_volume_ml"),
             "bme_volume_ml": report.get("bme_volume_ml"),
             "extent_fraction": report.get("extent_fraction"),
