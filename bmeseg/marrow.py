@@ -366,14 +366,20 @@ def _periarticular(
     if s.edge_reach_mm > 0 and s.support_close_mm > 0:
         # BME that replaced the marrow up to the bone's outer cortex: off the marrow ground, but within
         # edge_reach_mm of it and near a joint line. Nerves and veins beside the bone are brighter, and
-        # their partial-volume rims are kept out with them
-        off = open_ground & ~ground
+        # their partial-volume rims are kept out with them (in place: a few masks of the volume's size)
+        edge = within_in_plane(ground, s.edge_reach_mm, spacing)
+        edge &= open_ground
+        edge &= ~ground
+        edge &= lesion_like
+        edge &= within_in_plane(lines, s.band_mm + s.edge_reach_mm, spacing)
         bright = sb >= s.edge_stir_muscle_max * levels["muscle_stir"]
-        edge = (off & ~bright & lesion_like & within_in_plane(ground, s.edge_reach_mm, spacing)
-                & within_in_plane(lines, s.band_mm + s.edge_reach_mm, spacing))
+        edge &= ~bright
         if s.edge_vessel_mm > 0:
-            edge &= ~within_in_plane(bright & ~ground, s.edge_vessel_mm, spacing)
+            bright &= ~ground
+            edge &= ~within_in_plane(bright, s.edge_vessel_mm, spacing)
+        del bright
         reach = edge if reach is None else reach | edge
+    del open_ground, lesion_like
     if s.split_joint_sides:
         bones = _split_joint_sides(bones, sa, x, sheets, spacing, lr_axis, s.sacrum_seed_mm, s.ilium_seed_mm,
                                    near_mm=s.band_mm)
