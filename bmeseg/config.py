@@ -149,7 +149,8 @@ class MarrowSettings:
     # outer cortex is neither marrow-like on T1 nor enclosed, so the ground misses it. Lesion-like signal
     # only: the reach_* tests, and STIR below edge_stir_muscle_max x muscle (nerves, veins), not within
     # edge_vessel_mm in-plane of such a bright structure off the marrow ground. A lesion grows into it only
-    # where the BME rule holds, and keeps it only up to edema.edge_max_share of the lesion. 0: off
+    # where the BME rule holds, and keeps it only up to edema.edge_max_share of the lesion. Needs the
+    # marrow ground (support_close_mm > 0): without it there is no "past the ground". 0: off
     edge_reach_mm: float = 0.0
     edge_stir_muscle_max: float = 2.5
     edge_vessel_mm: float = 0.0

@@ -339,7 +339,6 @@ def run_study(
         from .regions import names_for_bone_mask_file
 
         bone_mask = _mask_on_grid(inp.bone_mask, stir, np.int32)
-
         bone_names = names_for_bone_mask_file(inp.bone_mask, bone_mask.array, settings.anatomy)
     marrow, edema, meas = detect(t1, stir, settings, bone_mask=bone_mask, timings=timings, bone_names=bone_names,
                                  reference=reference)
