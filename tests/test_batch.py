@@ -311,3 +311,6 @@ def test_mask_table_gives_studies_their_masks_and_is_checked_before_anything_run
     (masks / "cols.csv").write_text("study,t2_mask\nx,y\n")
     assert main(["batch", str(root), "-o", str(out2), "--no-progress", "--masks", str(masks / "cols.csv")]) == 2
     assert "unknown: t2_mask" in capsys.readouterr().err
+    assert main(["batch", str(root), "-o", str(out2), "--no-progress", "--masks", str(masks / "none.csv")]) == 2
+    assert "none.csv: mask table not found" in capsys.readouterr().err
+    assert [p.name for p in out2.iterdir()] == [".bmeseg-batch.lock"]
