@@ -64,6 +64,10 @@ class MarrowSettings:
     # cortex on the fluid-sensitive image: below this fraction of suppressed fat (median STIR of
     # fat-like voxels) and of its 7-voxel in-plane neighbourhood's brightest level (a dark valley)
     wall_stir_ratio: float = 0.7
+    # ... but only where the T1 is not fat-bright (below this fraction of the muscle-to-fat T1 range),
+    # or does not reach: the cortex is dark on both, and on a spectral fat-sat image the suppressed
+    # fat sits at the noise floor, where noise alone makes such valleys. 1.0 = no T1 test
+    wall_stir_t1_level: float = 0.7
     # gaps in the cortex up to about twice this radius (mm) are sealed (partial volume, noise)
     wall_closing_mm: float = 1.6
     # a fat piece is a marrow cavity when at least this fraction lies inside a cortical wall
@@ -346,6 +350,7 @@ def _validate(s: PipelineSettings) -> None:
     check(m.separation_mm >= 0, "marrow.separation_mm", "must be >= 0")
     check(0 < m.wall_tophat_level < 1, "marrow.wall_tophat_level", "must be in (0, 1)")
     check(0 < m.wall_stir_ratio < 1, "marrow.wall_stir_ratio", "must be in (0, 1)")
+    check(0 < m.wall_stir_t1_level <= 1, "marrow.wall_stir_t1_level", "must be in (0, 1]")
     check(m.wall_closing_mm >= 0, "marrow.wall_closing_mm", "must be >= 0")
     check(0 <= m.min_enclosed <= 1, "marrow.min_enclosed", "must be in [0, 1]")
     check(0 <= m.min_solidity <= 1, "marrow.min_solidity", "must be in [0, 1]")

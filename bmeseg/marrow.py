@@ -732,6 +732,36 @@ def _close_walls(cortex: NDArray[np.bool_], radius_mm: float, spacing: tuple[flo
     return np.asarray(closed[tuple(slice(p, p + n) for (p, _), n in zip(pad, cortex.shape, strict=True))]) | cortex
 
 
+def _cortex_walls(
+    a: NDArray[np.float32], b: NDArray[np.float32], sb: NDArray[np.float32], body: NDArray[np.bool_],
+    cover: NDArray[np.bool_], fat: NDArray[np.bool_], spacing: tuple[float, ...], s: MarrowSettings,
+    levels: dict[str, float], t_lo: float, s_thr: float,
+) -> NDArray[np.bool_]:
+    """Cortex (dark on STIR, and on T1 where it reaches), its small gaps sealed: the cavities' walls.
+
+    Records ``fat_stir`` and ``cortex_t1_threshold`` in ``levels``.
+    """
+    t_hi = levels["t1_high"]
+    tophat = ndi.grey_closing(a, size=(7, 7, 1)) - a
+    t1_line = cover & ((a < s.cortex_t1_level * t_lo) | (tophat > s.wall_tophat_level * (t_hi - t_lo)))
+    # the STIR shows the cortex too, as a line darker than the suppressed fat and marrow on both
+    # sides; it is the only evidence where the T1 slab does not reach, and where a T1 acquired in
+    # another plane blurs the cortex over its thick slices
+    # (darker than suppressed fat itself, and a valley narrower than 7 voxels: not a fat-muscle edge;
+    # ``sb`` is the STIR lightly smoothed in-plane, 0.5 mm, by find_marrow)
+    fat_stir = float(np.median(b[fat])) if fat.any() else s_thr
+    levels["fat_stir"] = fat_stir
+    levels["cortex_t1_threshold"] = s.cortex_t1_level * t_lo
+    stir_line = (sb < s.wall_stir_ratio * fat_stir) & (sb < s.wall_stir_ratio * ndi.grey_closing(sb, size=(7, 7, 1)))
+    if s.wall_stir_t1_level < 1:
+        # ... where the T1 is not fat: on a spectral fat-sat image suppressed fat is at the noise floor
+        # and its noise alone makes such valleys (a fifth of the subcutaneous fat was wall on PD-FS
+        # phantoms); a cortex is dark on T1 too, blurred or not
+        stir_line &= ~cover | (a < t_lo + s.wall_stir_t1_level * (t_hi - t_lo))
+    cortex = body & (b < s_thr) & (t1_line | stir_line)
+    return _close_walls(cortex, s.wall_closing_mm, spacing)
+
+
 def _cavities(
     a: NDArray[np.float32], b: NDArray[np.float32], sb: NDArray[np.float32], body: NDArray[np.bool_],
     cover: NDArray[np.bool_],
@@ -768,23 +798,10 @@ def _cavities(
     in_plane = in_plane_structure()
     shell = body & ~erode_ball(body, s.body_shell_mm, spacing, border_value=1)
 
-    t_hi = levels["t1_high"]
-    tophat = ndi.grey_closing(a, size=(7, 7, 1)) - a
-    t1_line = cover & ((a < s.cortex_t1_level * t_lo) | (tophat > s.wall_tophat_level * (t_hi - t_lo)))
-    # the STIR shows the cortex too, as a line darker than the suppressed fat and marrow on both
-    # sides; it is the only evidence where the T1 slab does not reach, and where a T1 acquired in
-    # another plane blurs the cortex over its thick slices
-    # (darker than suppressed fat itself, and a valley narrower than 7 voxels: not a fat-muscle edge;
-    # ``sb`` is the STIR lightly smoothed in-plane, 0.5 mm, by find_marrow)
-    fat_stir = float(np.median(b[fat])) if fat.any() else s_thr
-    levels["fat_stir"] = fat_stir
-    stir_line = (sb < s.wall_stir_ratio * fat_stir) & (sb < s.wall_stir_ratio * ndi.grey_closing(sb, size=(7, 7, 1)))
-    cortex = body & (b < s_thr) & (t1_line | stir_line)
-    wall = _close_walls(cortex, s.wall_closing_mm, spacing)
+    wall = _cortex_walls(a, b, sb, body, cover, fat, spacing, s, levels, t_lo, s_thr)
     from_outside = ((~body) | shell) & ~wall  # where the outside starts: the flood fill's and the rays' seeds
     outside = ndi.binary_propagation(from_outside, structure=in_plane, mask=~wall)
     enclosed = body & ~outside & ~wall & cover
-    levels["cortex_t1_threshold"] = s.cortex_t1_level * t_lo
 
     fat_open = (open_ball(fat & ~wall, s.separation_mm, spacing) if s.separation_mm > 0
                 else ndi.binary_opening(fat & ~wall, structure=ndi.generate_binary_structure(3, 1)))
