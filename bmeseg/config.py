@@ -68,6 +68,9 @@ class MarrowSettings:
     # or does not reach: the cortex is dark on both, and on a spectral fat-sat image the suppressed
     # fat sits at the noise floor, where noise alone makes such valleys. 1.0 = no T1 test
     wall_stir_t1_level: float = 0.7
+    # a STIR valley (as above, without the suppressed-fat test) where the T1 is below this fraction of
+    # the body's low (P20, muscle-like) T1 level is cortex too: dark on both. 0 = off
+    wall_valley_t1_level: float = 1.0
     # gaps in the cortex up to about twice this radius (mm) are sealed (partial volume, noise)
     wall_closing_mm: float = 1.6
     # a fat piece is a marrow cavity when at least this fraction lies inside a cortical wall
@@ -351,6 +354,7 @@ def _validate(s: PipelineSettings) -> None:
     check(0 < m.wall_tophat_level < 1, "marrow.wall_tophat_level", "must be in (0, 1)")
     check(0 < m.wall_stir_ratio < 1, "marrow.wall_stir_ratio", "must be in (0, 1)")
     check(0 < m.wall_stir_t1_level <= 1, "marrow.wall_stir_t1_level", "must be in (0, 1]")
+    check(0 <= m.wall_valley_t1_level <= 2, "marrow.wall_valley_t1_level", "must be in [0, 2]")
     check(m.wall_closing_mm >= 0, "marrow.wall_closing_mm", "must be >= 0")
     check(0 <= m.min_enclosed <= 1, "marrow.min_enclosed", "must be in [0, 1]")
     check(0 <= m.min_solidity <= 1, "marrow.min_solidity", "must be in [0, 1]")

@@ -752,12 +752,18 @@ def _cortex_walls(
     fat_stir = float(np.median(b[fat])) if fat.any() else s_thr
     levels["fat_stir"] = fat_stir
     levels["cortex_t1_threshold"] = s.cortex_t1_level * t_lo
-    stir_line = (sb < s.wall_stir_ratio * fat_stir) & (sb < s.wall_stir_ratio * ndi.grey_closing(sb, size=(7, 7, 1)))
+    valley = sb < s.wall_stir_ratio * ndi.grey_closing(sb, size=(7, 7, 1))
+    stir_line = (sb < s.wall_stir_ratio * fat_stir) & valley
     if s.wall_stir_t1_level < 1:
         # ... where the T1 is not fat: on a spectral fat-sat image suppressed fat is at the noise floor
         # and its noise alone makes such valleys (a fifth of the subcutaneous fat was wall on PD-FS
         # phantoms); a cortex is dark on T1 too, blurred or not
         stir_line &= ~cover | (a < t_lo + s.wall_stir_t1_level * (t_hi - t_lo))
+    if s.wall_valley_t1_level > 0:
+        # a STIR valley that is dark on T1 as well is cortex, however dark the suppressed fat: the plate
+        # under a lesion has no bright side on T1 for the top-hat, and on PD-FS it is no darker than
+        # the fat (phantom cortex 34, fat 51, noise 17), so the bone was open there
+        stir_line |= cover & (a < s.wall_valley_t1_level * t_lo) & valley
     cortex = body & (b < s_thr) & (t1_line | stir_line)
     return _close_walls(cortex, s.wall_closing_mm, spacing)
 

@@ -272,6 +272,38 @@ def test_stir_walls_need_a_t1_that_is_not_fat() -> None:
     assert walls[0.7][line & ~cover].mean() == walls[1.0][line & ~cover].mean() > 0.5  # STIR alone
 
 
+def test_the_plate_under_a_lesion_is_a_wall_on_pd_fs() -> None:
+    """Between its cartilage and a lesion the plate is dark on T1 with no bright side for the top-hat,
+    and on PD-FS no darker than the suppressed fat (at the noise floor): only "a STIR valley that is
+    dark on T1 too" sees it. Neither the lesion, the cartilage nor the fat becomes wall."""
+    from bmeseg.marrow import _cortex_walls
+
+    rng = np.random.default_rng(4)
+    shape, spacing = (90, 60, 4), (0.8, 0.8, 3.0)
+    ii = np.arange(shape[0])[:, None, None] * np.ones(shape)
+    muscle, fat, cartilage = ii < 25, (ii >= 25) & (ii < 46), (ii >= 46) & (ii < 50)
+    plate, lesion = (ii >= 50) & (ii <= 52), ii > 52
+    tissues = [muscle, fat, cartilage, plate, lesion]
+    a = np.select(tissues, [400.0, 900.0, 450.0, 330.0, 360.0])  # T1, the plate as blurred across planes
+    b = np.select(tissues, [300.0, 45.0, 250.0, 30.0, 400.0])  # PD-FS
+    a = (a + rng.normal(0, 17, shape)).astype(np.float32)
+    b = np.abs(b + rng.normal(0, 17, shape)).astype(np.float32)
+    sb = ndi.gaussian_filter(b, (0.6, 0.6, 0)).astype(np.float32)
+    body, cover = np.ones(shape, bool), np.ones(shape, bool)
+    t_lo, t_hi = (float(v) for v in np.percentile(a, [20.0, 97.0]))
+    base = load_settings("knee").marrow
+    walls = {}
+    for level in (0.0, 1.0):
+        s = dataclasses.replace(base, wall_valley_t1_level=level, wall_closing_mm=0.0)
+        walls[level] = _cortex_walls(a, b, sb, body, cover, fat & (a > 650), spacing, s, {"t1_high": t_hi},
+                                     t_lo, 150.0)
+    row = plate & (np.arange(shape[1])[None, :, None] > 3) & (np.arange(shape[1])[None, :, None] < 56)
+    assert walls[0.0][row].mean() < 0.5  # open: the bone's outline leaks here
+    assert walls[1.0][row].mean() > 0.9
+    inner = (ii > 56) | ((ii > 28) & (ii < 43)) | ((ii > 46) & (ii < 49))
+    assert walls[1.0][inner].mean() < 0.02
+
+
 @pytest.mark.parametrize("bridge", [False, True])
 def test_lesion_reach_stays_inside_its_own_cortex(bridge: bool) -> None:
     from bmeseg.marrow import _lesion_reach
