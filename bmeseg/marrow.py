@@ -209,7 +209,10 @@ def find_marrow(
     s_thr = s_lo + s.stir_fat_level * (s_hi - s_lo)
     fat = body & (a > t_thr) & (b < s_thr)
     levels = {"t1_low": t_lo, "t1_high": t_hi, "t1_fat_threshold": t_thr,
-              "stir_low": s_lo, "stir_high": s_hi, "stir_fat_threshold": s_thr}
+              "stir_low": s_lo, "stir_high": s_hi, "stir_fat_threshold": s_thr,
+              # share of the body on the fluid-sensitive image that the T1 reaches: BME is judged only there
+              "t1_body_coverage": float(seen.sum() / body.sum()),
+              "t1_uncovered_body_ml": float((body & ~cover).sum() * vox_ml)}
 
     if bone_mask is not None and not bone_mask.geometry.same_grid(stir.geometry, tol_mm=1e-2):
         raise InputError("bone mask is not on the fluid-sensitive grid (resample it first)")

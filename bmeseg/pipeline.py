@@ -110,6 +110,11 @@ def _write_dataset_description(out_dir: Path) -> None:
                     "GeneratedBy": [{"Name": "bmeseg", "Version": __version__}]}, path)
 
 
+# below this share of the body on the fluid-sensitive image reached by the T1, the run says so: a T1 in
+# another plane or a shorter slab leaves part of the field unassessed (a coronal knee T1 may miss the patella)
+T1_COVERAGE_NOTE = 0.9
+
+
 @dataclass(frozen=True)
 class StudyInput:
     """What to process: a DICOM folder (with optional series selectors) or a NIfTI pair.
@@ -343,6 +348,12 @@ def run_study(
     marrow, edema, meas = detect(t1, stir, settings, bone_mask=bone_mask, timings=timings, bone_names=bone_names,
                                  reference=reference)
     notes.extend(meas.warnings)
+    coverage = marrow.levels.get("t1_body_coverage", 1.0)
+    if coverage < T1_COVERAGE_NOTE:
+        notes.append(f"the T1 reaches only {100 * coverage:.0f} % of the body on the fluid-sensitive image "
+                     f"({marrow.levels['t1_uncovered_body_ml']:.0f} mL not reached): BME is judged only where it "
+                     "reaches (T1 hypointensity cannot be judged elsewhere); bones or regions missing from the "
+                     "report may simply lie outside the T1's slab")
     if not marrow.mask.any():
         why = ("no joint cortex (dark on T1 and on the fluid-sensitive image) was found to search beside"
                if marrow.levels.get("joint_cortex_ml", 1.0) == 0 else "nothing looked like marrow")

@@ -7,6 +7,8 @@ fat: bright T1, dark STIR; red marrow: T1 between muscle and fat, STIR mildly br
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -188,3 +190,31 @@ def test_mimic_is_not_bme_with_reach_across_slices(mimic: str) -> None:
     t1, stir, _ = _scene(mimic)
     _m, _e, meas = detect(t1, stir, load_settings("generic", overrides=REACH_SLICES))
     assert meas.bme_volume_ml <= 0.2, f"{mimic}: {meas.bme_volume_ml:.2f} mL flagged"
+
+
+def test_a_t1_slab_short_of_the_field_is_said(tmp_path: Path) -> None:
+    """Where the T1 does not reach, T1 hypointensity cannot be judged: the run says how much of the body
+    that is, and the marrow stays where the T1 reaches."""
+    from bmeseg.io.nifti import write_nifti
+    from bmeseg.pipeline import StudyInput, run_study
+
+    t1, stir, _ = _scene(None)
+    s = load_settings("generic")
+    s = dataclasses.replace(s, registration=dataclasses.replace(s.registration, enabled=False))
+    runs = {}
+    for name, short in (("full", 0), ("short", 36)):
+        a = np.array(t1.array)
+        a[:, :short, :] = 0  # the slab stops short of the first columns (0 = not reached after resampling)
+        d = tmp_path / name
+        d.mkdir()
+        write_nifti(Volume(a, t1.geometry), d / "t1.nii.gz")
+        write_nifti(stir, d / "stir.nii.gz")
+        runs[name] = run_study(StudyInput(t1=str(d / "t1.nii.gz"), stir=str(d / "stir.nii.gz")), None, settings=s)
+    full, short = runs["full"], runs["short"]
+    assert full.marrow.levels["t1_body_coverage"] > 0.99
+    assert not any("T1 reaches only" in w for w in full.warnings)
+    cov = short.marrow.levels["t1_body_coverage"]
+    assert 0.2 < cov < 0.7
+    assert any(f"T1 reaches only {100 * cov:.0f} %" in w for w in short.warnings)
+    assert not (short.marrow.mask[:, :36, :]).any()
+    assert short.report["reference"]["marrow_levels"]["t1_body_coverage"] == pytest.approx(cov)

@@ -41,6 +41,13 @@ def test_evaluate_scores_a_known_answer() -> None:
     assert r["volume_error_pct"] == pytest.approx(100 * (7 - 13) / 13)
     assert [x["detected"] for x in r["lesions"]] == [True, False]
     assert [x["counts"] for x in r["lesions"]] == [True, True]
+    reach = np.ones(truth.shape, bool)
+    reach[6:, :, :] = False  # the T1 stops short of lesion 2, and of a third of lesion 1
+    reach[3, :, :] = False
+    r2 = vp.evaluate(pred, truth, 0.1, reach)
+    assert [x["t1_reach"] for x in r2["lesions"]] == pytest.approx([2 / 3, 0.0])
+    s = vp.summarise([{**r2, "seconds": 1.0, "detect_s": 1.0}])
+    assert s["missed"] == [0.4] and s["missed_beyond_t1"] == [0.4]
 
 
 def test_tiny_knee_lesion_found(tmp_path: Path) -> None:
