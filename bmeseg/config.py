@@ -64,10 +64,6 @@ class MarrowSettings:
     # cortex on the fluid-sensitive image: below this fraction of suppressed fat (median STIR of
     # fat-like voxels) and of its 7-voxel in-plane neighbourhood's brightest level (a dark valley)
     wall_stir_ratio: float = 0.7
-    # ... but only where the T1 is not fat-bright (below this fraction of the muscle-to-fat T1 range),
-    # or does not reach: the cortex is dark on both, and on a spectral fat-sat image the suppressed
-    # fat sits at the noise floor, where noise alone makes such valleys. 1.0 = no T1 test
-    wall_stir_t1_level: float = 0.7
     # a STIR valley (as above, without the suppressed-fat test) where the T1 is below this fraction of
     # the body's low (P20, muscle-like) T1 level is cortex too: dark on both. 0 = off
     wall_valley_t1_level: float = 1.0
@@ -353,7 +349,6 @@ def _validate(s: PipelineSettings) -> None:
     check(m.separation_mm >= 0, "marrow.separation_mm", "must be >= 0")
     check(0 < m.wall_tophat_level < 1, "marrow.wall_tophat_level", "must be in (0, 1)")
     check(0 < m.wall_stir_ratio < 1, "marrow.wall_stir_ratio", "must be in (0, 1)")
-    check(0 < m.wall_stir_t1_level <= 1, "marrow.wall_stir_t1_level", "must be in (0, 1]")
     check(0 <= m.wall_valley_t1_level <= 2, "marrow.wall_valley_t1_level", "must be in [0, 2]")
     check(m.wall_closing_mm >= 0, "marrow.wall_closing_mm", "must be >= 0")
     check(0 <= m.min_enclosed <= 1, "marrow.min_enclosed", "must be in [0, 1]")

@@ -757,11 +757,6 @@ def _cortex_walls(
     levels["cortex_t1_threshold"] = s.cortex_t1_level * t_lo
     valley = sb < s.wall_stir_ratio * ndi.grey_closing(sb, size=(7, 7, 1))
     stir_line = (sb < s.wall_stir_ratio * fat_stir) & valley
-    if s.wall_stir_t1_level < 1:
-        # ... where the T1 is not fat: on a spectral fat-sat image suppressed fat is at the noise floor
-        # and its noise alone makes such valleys (a fifth of the subcutaneous fat was wall on PD-FS
-        # phantoms); a cortex is dark on T1 too, blurred or not
-        stir_line &= ~cover | (a < t_lo + s.wall_stir_t1_level * (t_hi - t_lo))
     if s.wall_valley_t1_level > 0:
         # a STIR valley that is dark on T1 as well is cortex, however dark the suppressed fat: the plate
         # under a lesion has no bright side on T1 for the top-hat, and on PD-FS it is no darker than

@@ -35,8 +35,6 @@ def test_every_preset_loads(name: str) -> None:
     ("marrow", "fluid_body_ml", 0.0),
     ("marrow", "fluid_body_margin_mm", -1.0),
     ("marrow", "fluid_body_midline_mm", -1.0),
-    ("marrow", "wall_stir_t1_level", 0.0),
-    ("marrow", "wall_stir_t1_level", 1.5),
     ("marrow", "wall_valley_t1_level", -0.5),
     ("marrow", "edge_reach_mm", -1.0),
     ("marrow", "edge_stir_muscle_max", 0.0),
