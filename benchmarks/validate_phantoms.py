@@ -225,10 +225,11 @@ def _sij_spec(kind: Kind, seed: int) -> Any:
     )
 
 
-def cohort(half: str, anatomy: str = "all") -> list[tuple[str, Kind, int]]:
-    """``(study id, kind, seed)`` of one half; ``anatomy`` ``'knee'``/``'sij'`` keeps that part only."""
+def cohort(half: str, anatomy: str = "all", dev_seeds: tuple[int, ...] = DEV_SEEDS) -> list[tuple[str, Kind, int]]:
+    """``(study id, kind, seed)`` of one half; ``anatomy`` ``'knee'``/``'sij'`` keeps that part only.
+    ``dev_seeds``: the seeds of the development set (fresh ones give new development studies)."""
     if half == "dev":
-        return [(f"dev-{seed}-{k.name}", k, seed) for k in KINDS for seed in DEV_SEEDS
+        return [(f"dev-{seed}-{k.name}", k, seed) for k in KINDS for seed in dev_seeds
                 if anatomy in ("all", k.anatomy)]
     base = SEEDS_BASE[half]
     return [(f"{half}-{i:02d}-{k.name}", k, base + i) for i, k in enumerate(KINDS)
@@ -448,6 +449,23 @@ def _summary_lines(label: str, s: dict[str, Any]) -> list[str]:
     ]
 
 
+def _seed_list(text: str) -> tuple[int, ...]:
+    """``"5003-5008"`` or ``"5003,5005"``: development seeds, kept clear of the tune/report/holdout ones."""
+    try:
+        if "-" in text:
+            lo, hi = (int(v) for v in text.split("-", 1))
+            seeds = tuple(range(lo, hi + 1))
+        else:
+            seeds = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected A-B or A,B,... (integers)") from None
+    clash = [s for s in seeds if any(b <= s < b + 100 for b in SEEDS_BASE.values())]
+    if not seeds or clash:
+        raise argparse.ArgumentTypeError(f"{text!r}: " + (f"seeds {clash} belong to the tune/report/holdout halves"
+                                                          if clash else "no seeds"))
+    return seeds
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cache", help="folder for generated studies (default: a temporary folder, removed after)")
@@ -461,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--diagnose", action="store_true",
                    help="per study: FP by truth tissue, misses inside/outside the marrow mask, marrow recall")
     p.add_argument("--only", nargs="*", help="only studies whose id contains one of these strings")
+    p.add_argument("--dev-seeds", type=_seed_list, default=DEV_SEEDS, metavar="A-B|A,B,...",
+                   help=f"seeds of --half dev (default {DEV_SEEDS[0]}-{DEV_SEEDS[-1]}); fresh seeds make new "
+                        "development studies (the tune/report/holdout seeds are refused)")
     p.add_argument("--json", help="write per-study rows and summaries to this JSON file")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
@@ -478,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for half in halves:
             rows = []
-            for sid, kind, seed in cohort(half, args.anatomy):
+            for sid, kind, seed in cohort(half, args.anatomy, args.dev_seeds):
                 if args.only and not any(s in sid for s in args.only):
                     continue
                 row = run_one(_ensure_study(cache, sid, kind, seed), kind.anatomy, diagnostic=args.diagnose,

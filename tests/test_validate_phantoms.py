@@ -6,6 +6,7 @@ scoring works and that a lesion is found (and nothing is found without one) end 
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -162,3 +163,13 @@ def test_run_one_applies_a_config_over_the_preset(tmp_path: Path) -> None:
     strict = vp.run_one(root, "knee", config=str(cfg))
     assert base["pred_ml"] > 0.5 and base["dice"] > 0.3
     assert strict["pred_ml"] == 0.0 and strict["truth_ml"] == base["truth_ml"]
+
+
+def test_dev_seeds_make_fresh_development_studies_and_never_take_a_scored_half() -> None:
+    assert vp._seed_list("5003-5005") == (5003, 5004, 5005)
+    assert vp._seed_list("5003,5009") == (5003, 5009)
+    ids = [sid for sid, _k, _s in vp.cohort("dev", "knee", (5003,))]
+    assert ids and all(sid.startswith("dev-5003-") for sid in ids)
+    for bad in ("2003", "1000-1001", "x", "3050,5000"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            vp._seed_list(bad)
