@@ -155,6 +155,33 @@ def test_montage_has_stir_and_t1_side_by_side_with_ids_and_labels(study: tuple) 
     assert lesion_colour(1) in colours
 
 
+def test_montage_outlines_where_the_t1_does_not_reach(study: tuple) -> None:
+    """A T1 slab short of the field: the STIR panels outline its reach (dashed), say so in the subtitle,
+    and a slice it misses altogether says that in its title; a full T1 draws none of this."""
+    from bmeseg.qa.figures import T1_REACH_COLOUR
+
+    res, _ = study
+    lab = res.measurements.lesion_labels
+    ks = select_slices(lab, res.marrow.bones)
+
+    def reach_lines(fig: Any) -> int:
+        return sum(1 for ax in fig.axes for coll in ax.collections
+                   for c in np.atleast_2d(coll.get_edgecolor())
+                   if "#" + "".join(f"{round(float(x) * 255):02x}" for x in c[:3]) == T1_REACH_COLOUR)
+
+    full = montage(res.stir, res.t1, lab, res.marrow.bones)
+    assert reach_lines(full) == 0 and not any("reach" in t for t in _texts(full))
+    a = np.array(res.t1.array)
+    a[: a.shape[0] // 3] = 0  # the slab stops a third of the way across
+    a[..., ks[-1]] = 0  # and misses one shown slice altogether
+    short = montage(res.stir, Volume(a, res.t1.geometry), lab, res.marrow.bones)
+    texts = _texts(short)
+    assert any("edge of the T1's reach" in t for t in texts)
+    assert reach_lines(short) >= len(ks) - 1
+    titles = [ax.get_title() for ax in short.axes if ax.images and ax.get_title().startswith("STIR")]
+    assert sum("the T1 does not reach this slice" in t for t in titles) == 1
+
+
 def test_registration_check_and_thumbnail(study: tuple) -> None:
     res, _ = study
     fig = registration_check(res.stir, res.t1, registration={"status": "suspicious", "reasons": ["big move"]},

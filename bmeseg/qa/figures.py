@@ -32,6 +32,8 @@ __all__ = ["LESION_COLOURS", "MARROW_COLOUR", "lesion_colour", "overlay", "selec
 #: they stand apart from the cyan marrow outline and from grey anatomy.
 LESION_COLOURS = ("#ff3b30", "#ffd60a", "#ff9f0a", "#ff2dd4", "#7cfc00", "#bf5af2", "#ff8a80", "#ffffff")
 MARROW_COLOUR = "#00c8ff"
+#: The edge of the registered T1's reach on the STIR panels (dashed): beyond it BME is not judged.
+T1_REACH_COLOUR = "#c8c8c8"
 _EDGE_COLOUR = "#ff00ff"
 _BG = "#101010"
 _FG = "#f0f0f0"
@@ -92,7 +94,8 @@ def _slice_position(vol: Volume, view: SliceView, index: int) -> str:
     return f"{letter} {abs(p[ax]):.1f} mm"
 
 
-def _outline(ax: Axes, mask2d: NDArray[np.bool_], view: SliceView, colour: str, width: float) -> None:
+def _outline(ax: Axes, mask2d: NDArray[np.bool_], view: SliceView, colour: str, width: float,
+             style: str = "solid") -> None:
     if not mask2d.any() or mask2d.all():
         return
     # contour only the mask's bounding box plus one pixel, at the pixel centres matplotlib's
@@ -105,7 +108,8 @@ def _outline(ax: Axes, mask2d: NDArray[np.bool_], view: SliceView, colour: str, 
     rows, cols = np.flatnonzero(mask2d.any(axis=1)), np.flatnonzero(mask2d.any(axis=0))
     r = slice(max(0, rows[0] - 1), min(ny, rows[-1] + 2))
     c = slice(max(0, cols[0] - 1), min(nx, cols[-1] + 2))
-    ax.contour(x[c], y[r], mask2d[r, c].astype(np.float32), levels=[0.5], colors=[colour], linewidths=width)
+    ax.contour(x[c], y[r], mask2d[r, c].astype(np.float32), levels=[0.5], colors=[colour], linewidths=width,
+               linestyles=style)
 
 
 def _text_with_halo(ax: Axes, x: float, y: float, s: str, **kw: Any) -> None:
@@ -298,9 +302,14 @@ def montage(
     -------
     matplotlib.figure.Figure
     """
+    from ..marrow import t1_coverage
+
     lab = np.asarray(lesion_labels)
     view = slice_view(stir.geometry, axis)
     ks = select_slices(lab, marrow, axis=axis, max_slices=max_slices, n_without=n_without)
+    # where the T1 does not reach (a slab in another plane, a shorter one) BME is not judged: outline it
+    reach = t1_coverage(np.asarray(t1.array)) if t1 is not None else None
+    partial = reach is not None and not reach.all()
     w_stir = _window(stir.array)
     w_t1 = _window(t1.array) if t1 is not None else (0.0, 1.0)
     per_pair = 2 if t1 is not None else 1
@@ -330,8 +339,13 @@ def montage(
         ids = sorted(int(v) for v in np.unique(np.take(lab, k, axis=axis)) if v > 0)
         if col == 0:
             bme = f"BME: lesion {', '.join(map(str, ids))}" if ids else "no BME"
+            seen = view.image(reach, k) if reach is not None else None
+            if seen is not None and not seen.any():
+                bme += " (the T1 does not reach this slice)"
             t = f"STIR  slice {k + 1}/{n_slices}  {_slice_position(stir, view, k)}\n{bme}"
             overlay(ax, stir, k, axis=axis, lesion_labels=lab, marrow=marrow, window=w_stir, title=t)
+            if seen is not None:
+                _outline(ax, seen, view, T1_REACH_COLOUR, 0.9, "dashed")
         else:
             assert t1 is not None
             overlay(ax, t1, k, axis=axis, lesion_labels=lab, marrow=marrow, window=w_t1,
@@ -341,6 +355,8 @@ def montage(
     convention = ("anterior on the viewer's left" if view.plane == "sagittal"
                   else "patient's right on the viewer's left")
     sub = f"{view.plane} slices, radiological view ({convention});  outlines: marrow (cyan), BME lesions (colour = id)"
+    if partial:
+        sub += ";  dashed grey: the edge of the T1's reach (BME is not judged beyond it)"
     fig.text(0.5, 1 - 0.4 / height, sub, color="#bbbbbb", fontsize=7.5, ha="center", va="top")
     y0 = (legend_h - 0.1) / height
     if not les:
