@@ -740,9 +740,13 @@ def _cortex_walls(
     cover: NDArray[np.bool_], fat: NDArray[np.bool_], spacing: tuple[float, ...], s: MarrowSettings,
     levels: dict[str, float], t_lo: float, s_thr: float,
 ) -> NDArray[np.bool_]:
-    """Cortex (dark on STIR, and on T1 where it reaches), its small gaps sealed: the cavities' walls.
+    """The cavities' walls: cortex, its small gaps sealed (``wall_closing_mm``).
 
-    Records ``fat_stir`` and ``cortex_t1_threshold`` in ``levels``.
+    Cortex is below the STIR fat-like level and either a T1 line (darker than ``cortex_t1_level`` x
+    the low T1 level ``t_lo``, or a black top-hat) or a STIR valley (below ``wall_stir_ratio`` x its
+    7-voxel in-plane neighbourhood) that is darker than suppressed fat too, or (``wall_valley_t1_level``)
+    lies where the T1 is below that fraction of ``t_lo``. Records ``fat_stir`` and
+    ``cortex_t1_threshold`` in ``levels``.
     """
     t_hi = levels["t1_high"]
     tophat = ndi.grey_closing(a, size=(7, 7, 1)) - a
@@ -779,9 +783,10 @@ def _cavities(
     the fat around it. Work is done slice by slice in the acquisition plane (thick slices
     graze the cortex at the ends of a bone and would connect marrow and fat in 3-D):
 
-    * walls = cortex: dark on STIR and on T1 either absolutely (below ``cortex_t1_level``
-      x the body's low T1 level) or relative to its neighbourhood (a black top-hat deeper
-      than ``wall_tophat_level`` of the muscle-to-fat range: thin, partial-volumed cortex);
+    * walls = cortex (:func:`_cortex_walls`): dark on STIR and on T1 either absolutely (below
+      ``cortex_t1_level`` x the body's low T1 level) or relative to its neighbourhood (a black
+      top-hat deeper than ``wall_tophat_level`` of the muscle-to-fat range: thin, partial-volumed
+      cortex), or a dark STIR valley where the T1 is muscle-dark or does not reach;
     * enclosed = what cannot be reached in-plane from outside the body or from its
       subcutaneous shell without crossing a wall (the field-of-view edge is not "outside",
       so a shaft that leaves the image stays enclosed);
