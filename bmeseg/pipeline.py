@@ -348,7 +348,7 @@ def run_study(
     marrow, edema, meas = detect(t1, stir, settings, bone_mask=bone_mask, timings=timings, bone_names=bone_names,
                                  reference=reference)
     notes.extend(meas.warnings)
-    coverage = marrow.levels.get("t1_body_coverage", 1.0)
+    coverage = marrow.levels["t1_body_coverage"]  # find_marrow always records it
     if coverage < T1_COVERAGE_NOTE:
         notes.append(f"the T1 reaches only {100 * coverage:.0f} % of the body on the fluid-sensitive image "
                      f"({marrow.levels['t1_uncovered_body_ml']:.0f} mL not reached): BME is judged only where it "
