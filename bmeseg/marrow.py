@@ -786,7 +786,8 @@ def _cavities(
     * walls = cortex (:func:`_cortex_walls`): dark on STIR and on T1 either absolutely (below
       ``cortex_t1_level`` x the body's low T1 level) or relative to its neighbourhood (a black
       top-hat deeper than ``wall_tophat_level`` of the muscle-to-fat range: thin, partial-volumed
-      cortex), or a dark STIR valley where the T1 is muscle-dark or does not reach;
+      cortex), or a dark STIR valley that is darker than suppressed fat or lies where the T1 is
+      muscle-dark;
     * enclosed = what cannot be reached in-plane from outside the body or from its
       subcutaneous shell without crossing a wall (the field-of-view edge is not "outside",
       so a shaft that leaves the image stays enclosed);
