@@ -276,12 +276,20 @@ def evaluate(pred: np.ndarray, truth_labels: np.ndarray, voxel_ml: float,
 
 
 def diagnose(pred: np.ndarray, truth_labels: np.ndarray, tissue: np.ndarray, marrow: np.ndarray,
-             voxel_ml: float) -> dict[str, Any]:
+             voxel_ml: float, *, grow: np.ndarray | None = None, score: np.ndarray | None = None,
+             ) -> dict[str, Any]:
     """Where the errors are, by truth tissue, and how well the marrow mask matches truth marrow.
 
     ``tissue`` is the truth :class:`~bmeseg.synth.tissues.Tissue` map, ``marrow`` the predicted marrow
     mask (``res.marrow.bones > 0``), all on the fluid-sensitive grid. Truth marrow includes the lesions.
+    Given ``grow`` (where a lesion may grow: the marrow mask and its reach) and ``score`` (the BME
+    rule's margin, :func:`bmeseg.edema.margin_score`), the missed lesion voxels are also split by
+    cause, and the false positives on a truth lesion's in-plane rim (its outline drawn a voxel wide)
+    are told from the rest.
     """
+    from scipy import ndimage as ndi
+
+    from bmeseg.edema import GROW_MARGIN
     from bmeseg.synth.tissues import Tissue
 
     truth = truth_labels > 0
@@ -293,7 +301,17 @@ def diagnose(pred: np.ndarray, truth_labels: np.ndarray, tissue: np.ndarray, mar
 
     fn = truth & ~pred
     t_marrow = tissue == Tissue.MARROW
-    return {
+    causes: dict[str, float] = {}
+    if grow is not None and score is not None:
+        passes = score >= GROW_MARGIN
+        rim = ndi.binary_dilation(truth, structure=np.ones((3, 3, 1), bool)) & ~truth
+        causes = {
+            "fn_ml_beyond_grow": float((fn & ~grow).sum() * voxel_ml),
+            "fn_ml_fails_rule": float((fn & grow & ~passes).sum() * voxel_ml),
+            "fn_ml_passes_not_kept": float((fn & grow & passes).sum() * voxel_ml),
+            "fp_ml_on_rim": float((pred & rim).sum() * voxel_ml),
+        }
+    return causes | {
         "fp_ml_by_tissue": by_tissue(pred & ~truth),
         "fn_ml_in_marrow_mask": float((fn & marrow).sum() * voxel_ml),
         "fn_ml_outside_marrow_mask": float((fn & ~marrow).sum() * voxel_ml),
@@ -358,7 +376,13 @@ def run_one(root: Path, preset: str = "knee", *, diagnostic: bool = False, confi
     row.update(placement(res.measurements, truth.array, json.loads((root / "truth" / "truth.json").read_text())))
     if diagnostic:
         tissue = read_nifti(root / "truth" / "tissue_labels.nii.gz", dtype=np.int32).array
-        row["diagnostic"] = diagnose(pred, truth.array, tissue, res.marrow.bones > 0, vox)
+        from bmeseg.edema import margin_score
+
+        m = res.marrow
+        grow = (m.bones > 0) if m.reach is None else (m.bones > 0) | m.reach
+        th = res.edema.thresholds
+        score = margin_score(res.edema.stir_ratio, res.edema.t1_ratio, th["stir_ratio"], th["t1_ratio"])
+        row["diagnostic"] = diagnose(pred, truth.array, tissue, m.bones > 0, vox, grow=grow, score=score)
     return row
 
 
@@ -378,6 +402,10 @@ def _fmt_diagnostic(d: dict[str, Any], thresholds: dict[str, float], top: int = 
         f"    FP mL by truth tissue: {top_ml(d['fp_ml_by_tissue'])}",
         f"    missed lesion mL: {d['fn_ml_in_marrow_mask']:.2f} inside the marrow mask, "
         f"{d['fn_ml_outside_marrow_mask']:.2f} outside",
+        *([f"    missed lesion mL by cause: {d['fn_ml_beyond_grow']:.2f} beyond where a lesion may grow (marrow "
+           f"and reach), {d['fn_ml_fails_rule']:.2f} below the rule's growth margin, "
+           f"{d['fn_ml_passes_not_kept']:.2f} passing it but not kept (unconnected, trimmed at half contrast, "
+           f"too small); FP on a lesion's rim {d['fp_ml_on_rim']:.2f} mL"] if "fn_ml_beyond_grow" in d else []),
         f"    marrow mask {d['marrow_mask_ml']:.0f} mL vs truth marrow {d['truth_marrow_ml']:.0f} mL: recall "
         f"{d['marrow_recall']:.2f}, precision {d['marrow_precision']:.2f}; non-marrow in it (mL): "
         f"{top_ml(d['marrow_mask_non_marrow_ml'])}",

@@ -43,11 +43,16 @@ from .errors import InputError
 from .marrow import MarrowResult
 from .volume import Volume
 
-__all__ = ["EdemaResult", "clean_lesions", "detect_edema", "half_maximum", "local_reference"]
+__all__ = ["GROW_MARGIN", "EdemaResult", "clean_lesions", "detect_edema", "half_maximum", "local_reference",
+           "margin_score"]
 
 
 #: fewest reference voxels a fence is drawn from (automatic: else no edema is flagged; drawn: an error)
 MIN_REFERENCE_VOXELS = 50
+
+#: hysteresis: a lesion starts at voxels passing the rule's full margin (score 1) and grows into
+#: neighbours passing this share of it (partial volume at its edge)
+GROW_MARGIN = 0.6
 
 
 @dataclass(frozen=True)
@@ -241,6 +246,19 @@ def half_maximum(
     return keep
 
 
+def margin_score(
+    stir_ratio: NDArray[np.floating], t1_ratio: NDArray[np.floating], stir_thr: float, t1_thr: float,
+) -> NDArray[np.floating]:
+    """How far each voxel passes the BME rule: the smaller of its STIR margin
+    ``(stir_ratio - 1) / (stir_thr - 1)`` and its T1 margin ``(1 - t1_ratio) / (1 - t1_thr)``.
+    1 at a threshold, >= 1 where both tests pass, 0 at normal marrow on either image."""
+    score = np.subtract(stir_ratio, 1.0)  # the STIR margin, then (in place) the smaller of the two
+    score /= max(stir_thr - 1.0, 1e-6)
+    score_t = np.subtract(1.0, t1_ratio)
+    score_t /= max(1.0 - t1_thr, 1e-6)
+    return np.minimum(score, score_t, out=score)
+
+
 def detect_edema(
     t1: Volume,
     stir: Volume,
@@ -315,18 +333,13 @@ def detect_edema(
             m_r = marrow.levels["muscle_t1"] / max(float(np.median(a[ref])), 1e-6)
             if m_r < 1:
                 t_thr = min(t_thr, m_r + es.t1_muscle_level * (1.0 - m_r))
-        # margin score: >= 1 where both tests pass; hysteresis grows seeds to 0.6
-        score = np.subtract(r_s, 1.0)  # the STIR margin, then (in place) the smaller of the two
-        score /= max(s_thr - 1.0, 1e-6)
-        score_t = np.subtract(1.0, r_t)
-        score_t /= max(1.0 - t_thr, 1e-6)
-        score = np.minimum(score, score_t, out=score)
-        del score_t
+        # margin score: >= 1 where both tests pass; hysteresis grows seeds to GROW_MARGIN
+        score = margin_score(r_s, r_t, s_thr, t_thr)
         score[~grow] = -1.0
         if marrow.edge is not None:  # beyond the marrow ground only voxels that pass the rule themselves
             score[marrow.edge & (score < 1.0)] = -1.0
         # lesions start in the marrow itself; the reach is only grown into
-        cand = hysteresis_threshold(score, 0.6, 1.0, seeds=None if marrow.reach is None else inside)
+        cand = hysteresis_threshold(score, GROW_MARGIN, 1.0, seeds=None if marrow.reach is None else inside)
     cand &= grow
     if marrow.edge is not None:
         cand = limit_edge(cand, marrow.edge, es.edge_max_share, ls.connectivity)

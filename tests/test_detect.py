@@ -217,3 +217,12 @@ def test_a_drawn_reference_finds_diffuse_bme_the_automatic_one_absorbs() -> None
     assert ref.thresholds["reference_drawn"] == 1.0 and auto.thresholds["reference_drawn"] == 0.0
     with pytest.raises(InputError, match="reference mask has 8 voxels"):
         detect_edema(*vols, marrow, es, reference=drawn & (np.arange(60)[:, None, None] == 45) & (np.arange(60)[None, :, None] < 22))
+
+
+def test_margin_score_is_the_weaker_of_the_two_tests() -> None:
+    from bmeseg.edema import margin_score
+
+    # STIR ratio threshold 2.0, T1 ratio threshold 0.8: normal marrow, at both thresholds, STIR-only, both twice over
+    stir = np.array([1.0, 2.0, 3.0, 3.0], np.float32)
+    t1 = np.array([1.0, 0.8, 1.0, 0.6], np.float32)
+    np.testing.assert_allclose(margin_score(stir, t1, 2.0, 0.8), [0.0, 1.0, 0.0, 2.0], atol=1e-6)

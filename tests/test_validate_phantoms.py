@@ -132,6 +132,28 @@ def test_diagnose_splits_errors_by_tissue_and_marrow_mask() -> None:
     assert d["marrow_recall"] == pytest.approx(18 / 36)
     assert d["marrow_precision"] == pytest.approx(18 / 20)
     assert d["marrow_mask_non_marrow_ml"] == {"muscle": 1.0}
+    assert "fn_ml_beyond_grow" not in d  # the causes need where lesions may grow and the rule's margin
+
+
+def test_diagnose_names_why_lesion_voxels_were_missed() -> None:
+    from bmeseg.edema import GROW_MARGIN
+    from bmeseg.synth.tissues import Tissue
+
+    tissue = np.full((8, 8, 1), int(Tissue.MARROW), np.int32)
+    truth = np.zeros(tissue.shape, np.int32)
+    truth[2:6, 2:6] = 1  # 16 lesion voxels
+    pred = np.zeros(tissue.shape, bool)
+    pred[2:6, 2:4] = True  # 8 found
+    pred[1, 2] = pred[7, 7] = True  # FP: one on the lesion's rim, one away from it
+    grow = np.ones(tissue.shape, bool)
+    grow[5, 4:6] = False  # 2 missed voxels lie beyond where a lesion may grow
+    score = np.full(tissue.shape, 2.0, np.float32)
+    score[2:5, 4] = GROW_MARGIN - 0.1  # 3 missed voxels fail the rule's growth margin
+    d = vp.diagnose(pred, truth, tissue, grow, 1.0, grow=grow, score=score)
+    assert d["fn_ml_beyond_grow"] == 2.0 and d["fn_ml_fails_rule"] == 3.0
+    assert d["fn_ml_passes_not_kept"] == 16 - 8 - 2 - 3
+    assert d["fp_ml_on_rim"] == 1.0
+    assert any("by cause" in line for line in vp._fmt_diagnostic(d, {}))
 
 
 def test_placement_counts_found_voxels_by_bone_and_quadrant() -> None:
