@@ -275,6 +275,31 @@ def evaluate(pred: np.ndarray, truth_labels: np.ndarray, voxel_ml: float,
     return out
 
 
+def miss_causes(missed: np.ndarray, grow: np.ndarray, score: np.ndarray, voxel_ml: float) -> dict[str, float]:
+    """mL of the ``missed`` lesion voxels beyond ``grow`` (where a lesion may grow: marrow mask and reach),
+    inside it but below the BME rule's growth margin (``score``: :func:`bmeseg.edema.margin_score`), and
+    inside it passing that margin but not kept (not connected to a seed, trimmed at half contrast, too small)."""
+    from bmeseg.edema import GROW_MARGIN
+
+    passes = score >= GROW_MARGIN
+    return {
+        "fn_ml_beyond_grow": float((missed & ~grow).sum() * voxel_ml),
+        "fn_ml_fails_rule": float((missed & grow & ~passes).sum() * voxel_ml),
+        "fn_ml_passes_not_kept": float((missed & grow & passes).sum() * voxel_ml),
+    }
+
+
+def grow_and_score(res: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Where a lesion may grow (marrow mask and reach) and the BME rule's margin, from a
+    :func:`bmeseg.pipeline.run_study` result."""
+    from bmeseg.edema import margin_score
+
+    m = res.marrow
+    grow = m.mask if m.reach is None else m.mask | m.reach
+    th = res.edema.thresholds
+    return grow, margin_score(res.edema.stir_ratio, res.edema.t1_ratio, th["stir_ratio"], th["t1_ratio"])
+
+
 def diagnose(pred: np.ndarray, truth_labels: np.ndarray, tissue: np.ndarray, marrow: np.ndarray,
              voxel_ml: float, *, grow: np.ndarray | None = None, score: np.ndarray | None = None,
              ) -> dict[str, Any]:
@@ -289,7 +314,6 @@ def diagnose(pred: np.ndarray, truth_labels: np.ndarray, tissue: np.ndarray, mar
     """
     from scipy import ndimage as ndi
 
-    from bmeseg.edema import GROW_MARGIN
     from bmeseg.synth.tissues import Tissue
 
     truth = truth_labels > 0
@@ -303,14 +327,8 @@ def diagnose(pred: np.ndarray, truth_labels: np.ndarray, tissue: np.ndarray, mar
     t_marrow = tissue == Tissue.MARROW
     causes: dict[str, float] = {}
     if grow is not None and score is not None:
-        passes = score >= GROW_MARGIN
         rim = ndi.binary_dilation(truth, structure=np.ones((3, 3, 1), bool)) & ~truth
-        causes = {
-            "fn_ml_beyond_grow": float((fn & ~grow).sum() * voxel_ml),
-            "fn_ml_fails_rule": float((fn & grow & ~passes).sum() * voxel_ml),
-            "fn_ml_passes_not_kept": float((fn & grow & passes).sum() * voxel_ml),
-            "fp_ml_on_rim": float((pred & rim).sum() * voxel_ml),
-        }
+        causes = miss_causes(fn, grow, score, voxel_ml) | {"fp_ml_on_rim": float((pred & rim).sum() * voxel_ml)}
     return causes | {
         "fp_ml_by_tissue": by_tissue(pred & ~truth),
         "fn_ml_in_marrow_mask": float((fn & marrow).sum() * voxel_ml),
@@ -376,13 +394,8 @@ def run_one(root: Path, preset: str = "knee", *, diagnostic: bool = False, confi
     row.update(placement(res.measurements, truth.array, json.loads((root / "truth" / "truth.json").read_text())))
     if diagnostic:
         tissue = read_nifti(root / "truth" / "tissue_labels.nii.gz", dtype=np.int32).array
-        from bmeseg.edema import margin_score
-
-        m = res.marrow
-        grow = (m.bones > 0) if m.reach is None else (m.bones > 0) | m.reach
-        th = res.edema.thresholds
-        score = margin_score(res.edema.stir_ratio, res.edema.t1_ratio, th["stir_ratio"], th["t1_ratio"])
-        row["diagnostic"] = diagnose(pred, truth.array, tissue, m.bones > 0, vox, grow=grow, score=score)
+        grow, score = grow_and_score(res)
+        row["diagnostic"] = diagnose(pred, truth.array, tissue, res.marrow.mask, vox, grow=grow, score=score)
     return row
 
 

@@ -61,8 +61,14 @@ def _spearman(x: list[float], y: list[float]) -> float:
 
 def run_subject(folder: Path, *, region_as_bone: bool = False, reader_reference: bool = False) -> dict[str, Any]:
     from bmeseg.config import load_settings
+    from bmeseg.edema import GROW_MARGIN
     from bmeseg.io.nifti import read_nifti
     from bmeseg.pipeline import StudyInput, run_study
+
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:  # validate_phantoms.py lies beside this script
+        sys.path.insert(0, here)
+    from validate_phantoms import grow_and_score, miss_causes
 
     bone = folder / "disease_region.nii.gz" if region_as_bone else None
     ref = folder / "normal_marrow.nii.gz" if reader_reference else None
@@ -82,10 +88,18 @@ def run_subject(folder: Path, *, region_as_bone: bool = False, reader_reference:
         p = folder / f"bme_{r}.nii.gz"
         if p.is_file():
             masks[r] = read_nifti(p).array > 0.5
+    grow, score = grow_and_score(res)
+    th = res.edema.thresholds
+    # STIR-bright enough for the rule: where it fails, the T1 test alone fails it
+    stir_ok = (res.edema.stir_ratio - 1.0) / max(th["stir_ratio"] - 1.0, 1e-6) >= GROW_MARGIN
     for r, m in masks.items():
         out[f"dice_{r}"] = dice(ours, m)
         out[f"ml_{r}"] = float(m.sum() * vox)
         out[f"marrow_cover_{r}"] = float((m & res.marrow.mask).sum() / max(int(m.sum()), 1))
+        # why the reader's BME we do not flag is missed (mL), as validate_phantoms --diagnose says it
+        out[f"missed_{r}"] = miss_causes(m & ~ours, grow, score, vox)
+        out[f"missed_{r}"]["fn_ml_fails_t1_only"] = float(
+            (m & ~ours & grow & (score < GROW_MARGIN) & stir_ok).sum() * vox)
     if "R11" in masks and "R21" in masks:
         out["dice_R11_R21"] = dice(masks["R11"], masks["R21"])
         out["readers_mean_ml"] = (out["ml_R11"] + out["ml_R21"]) / 2
@@ -99,10 +113,16 @@ def _fmt(row: dict[str, Any]) -> str:
     d = "  ".join(f"{r} {row[f'dice_{r}']:.2f}" for r in READERS if f"dice_{r}" in row)
     v = "  ".join(f"{r} {row[f'ml_{r}']:.2f}" for r in READERS if f"ml_{r}" in row)
     cov = "  ".join(f"{r} {row[f'marrow_cover_{r}']:.2f}" for r in ("R11", "R21"))
+    miss = "  ".join(f"{r} {c['fn_ml_beyond_grow']:.1f} / {c['fn_ml_fails_rule']:.1f} "
+                     f"(T1 alone {c['fn_ml_fails_t1_only']:.1f}) / {c['fn_ml_passes_not_kept']:.1f}"
+                     for r in ("R11", "R21") if (c := row.get(f"missed_{r}")))
     return (f"{row['subject']}: Dice vs {d} | R11-vs-R21 {row['dice_R11_R21']:.2f}\n"
             f"      volume mL: ours {row['ours_ml']:.2f}  {v}\n"
             f"      marrow {row['marrow_ml']:.0f} mL, reader mask inside our marrow: {cov}; "
-            f"{row['seconds']:.1f} s")
+            f"{row['seconds']:.1f} s\n"
+            f"      reader BME missed, mL beyond marrow + reach / below the rule's growth margin (of it, the T1 test "
+            f"alone) / passing it, "
+            f"not kept: {miss}")
 
 
 def _summary(rows: list[dict[str, Any]], label: str) -> list[str]:

@@ -37,3 +37,30 @@ def test_sij_pair_produces_contract_outputs(real_data: Path, tmp_path: Path) -> 
     lab = np.asarray(mask.dataobj)
     assert lab.dtype == np.uint8
     assert int(lab.max()) == len(rep["lesions"])
+
+
+def test_validate_sij_splits_the_readers_missed_bme_by_cause(real_data: Path) -> None:
+    import sys
+
+    subj = real_data / "sij_bone_mri" / "1007"
+    if not subj.is_dir():
+        pytest.skip("sij_bone_mri/1007 not present")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import validate_sij as vs
+
+    row = vs.run_subject(subj)
+    for r in ("R11", "R21"):
+        c = row[f"missed_{r}"]
+        # the three causes share out exactly the reader's BME that we do not flag, in mL
+        missed_ml = row[f"ml_{r}"] * (1.0 - _recall(subj / f"bme_{r}.nii.gz", row))
+        assert c["fn_ml_beyond_grow"] + c["fn_ml_fails_rule"] + c["fn_ml_passes_not_kept"] == pytest.approx(missed_ml, rel=1e-6)
+        assert 0.0 <= c["fn_ml_fails_t1_only"] <= c["fn_ml_fails_rule"]
+        assert c["fn_ml_beyond_grow"] > 0.0  # some reader BME lies beyond the band on this subject (1.4 mL)
+    assert "T1 test alone" in vs._fmt(row)
+
+
+def _recall(reader: Path, row: dict[str, object]) -> float:
+    """Share of the reader's mask we flag, from Dice and the two volumes: |A&B| = Dice (|A| + |B|) / 2."""
+    r = reader.name[4:7]
+    both = float(row[f"dice_{r}"]) * (float(row["ours_ml"]) + float(row[f"ml_{r}"])) / 2  # type: ignore[arg-type]
+    return both / float(row[f"ml_{r}"])  # type: ignore[arg-type]
