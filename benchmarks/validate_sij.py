@@ -120,9 +120,8 @@ def _fmt(row: dict[str, Any]) -> str:
             f"      volume mL: ours {row['ours_ml']:.2f}  {v}\n"
             f"      marrow {row['marrow_ml']:.0f} mL, reader mask inside our marrow: {cov}; "
             f"{row['seconds']:.1f} s\n"
-            f"      reader BME missed, mL beyond marrow + reach / below the rule's growth margin (of it, the T1 test "
-            f"alone) / passing it, "
-            f"not kept: {miss}")
+            f"      reader BME missed, mL beyond marrow + reach / below the rule's growth margin (of it, the "
+            f"T1 test alone) / passing it, not kept: {miss}")
 
 
 def _summary(rows: list[dict[str, Any]], label: str) -> list[str]:
