@@ -61,7 +61,7 @@ def _spearman(x: list[float], y: list[float]) -> float:
 
 def run_subject(folder: Path, *, region_as_bone: bool = False, reader_reference: bool = False) -> dict[str, Any]:
     from bmeseg.config import load_settings
-    from bmeseg.edema import GROW_MARGIN
+    from bmeseg.edema import GROW_MARGIN, stir_margin
     from bmeseg.io.nifti import read_nifti
     from bmeseg.pipeline import StudyInput, run_study
 
@@ -91,7 +91,7 @@ def run_subject(folder: Path, *, region_as_bone: bool = False, reader_reference:
     grow, score = grow_and_score(res)
     th = res.edema.thresholds
     # STIR-bright enough for the rule: where it fails, the T1 test alone fails it
-    stir_ok = (res.edema.stir_ratio - 1.0) / max(th["stir_ratio"] - 1.0, 1e-6) >= GROW_MARGIN
+    stir_ok = stir_margin(res.edema.stir_ratio, th["stir_ratio"]) >= GROW_MARGIN
     for r, m in masks.items():
         out[f"dice_{r}"] = dice(ours, m)
         out[f"ml_{r}"] = float(m.sum() * vox)

@@ -44,7 +44,7 @@ from .marrow import MarrowResult
 from .volume import Volume
 
 __all__ = ["GROW_MARGIN", "EdemaResult", "clean_lesions", "detect_edema", "half_maximum", "local_reference",
-           "margin_score"]
+           "margin_score", "stir_margin"]
 
 
 #: fewest reference voxels a fence is drawn from (automatic: else no edema is flagged; drawn: an error)
@@ -246,14 +246,20 @@ def half_maximum(
     return keep
 
 
+def stir_margin(stir_ratio: NDArray[np.floating], stir_thr: float) -> NDArray[np.floating]:
+    """How far each voxel passes the rule's STIR test: ``(stir_ratio - 1) / (stir_thr - 1)`` (a new array)."""
+    score = np.subtract(stir_ratio, 1.0)
+    score /= max(stir_thr - 1.0, 1e-6)
+    return score
+
+
 def margin_score(
     stir_ratio: NDArray[np.floating], t1_ratio: NDArray[np.floating], stir_thr: float, t1_thr: float,
 ) -> NDArray[np.floating]:
-    """How far each voxel passes the BME rule: the smaller of its STIR margin
-    ``(stir_ratio - 1) / (stir_thr - 1)`` and its T1 margin ``(1 - t1_ratio) / (1 - t1_thr)``.
+    """How far each voxel passes the BME rule: the smaller of its STIR margin (:func:`stir_margin`)
+    and its T1 margin ``(1 - t1_ratio) / (1 - t1_thr)``.
     1 at a threshold, >= 1 where both tests pass, 0 at normal marrow on either image."""
-    score = np.subtract(stir_ratio, 1.0)  # the STIR margin, then (in place) the smaller of the two
-    score /= max(stir_thr - 1.0, 1e-6)
+    score = stir_margin(stir_ratio, stir_thr)  # then (in place) the smaller of the two margins
     score_t = np.subtract(1.0, t1_ratio)
     score_t /= max(1.0 - t1_thr, 1e-6)
     return np.minimum(score, score_t, out=score)

@@ -309,7 +309,8 @@ def montage(
     ks = select_slices(lab, marrow, axis=axis, max_slices=max_slices, n_without=n_without)
     # where the T1 does not reach (a slab in another plane, a shorter one) BME is not judged: outline it
     reach = t1_coverage(np.asarray(t1.array)) if t1 is not None else None
-    partial = reach is not None and not reach.all()
+    if reach is not None and reach.all():
+        reach = None  # the T1 reaches everywhere: nothing to outline or say
     w_stir = _window(stir.array)
     w_t1 = _window(t1.array) if t1 is not None else (0.0, 1.0)
     per_pair = 2 if t1 is not None else 1
@@ -355,7 +356,7 @@ def montage(
     convention = ("anterior on the viewer's left" if view.plane == "sagittal"
                   else "patient's right on the viewer's left")
     sub = f"{view.plane} slices, radiological view ({convention});  outlines: marrow (cyan), BME lesions (colour = id)"
-    if partial:
+    if reach is not None:
         sub += ";  dashed grey: the edge of the T1's reach (BME is not judged beyond it)"
     fig.text(0.5, 1 - 0.4 / height, sub, color="#bbbbbb", fontsize=7.5, ha="center", va="top")
     y0 = (legend_h - 0.1) / height
