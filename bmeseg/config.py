@@ -147,6 +147,12 @@ class MarrowSettings:
     # ... the hole filling counting the joint cortex (closed over the joint space) as the bone's wall, so
     # BME between marrow and the articular plate, with no marrow-like T1 left, is bone too
     support_joint_walls: bool = False
+    # ... and an in-plane piece of the band's marrow ground is not bone when at least this share of its
+    # outer ring (ground_fat_ring_mm wide, in-plane) is fat: T1 above support_t1_high of the
+    # muscle-to-fat range and darker than muscle on the fluid-sensitive image. Marrow lies inside its
+    # cortex; bowel loops and nerves lie in fat. 1: off
+    ground_fat_ring_max: float = 1.0
+    ground_fat_ring_mm: float = 2.0
     # periarticular search: a lesion seeded in the marrow may also grow this far (mm, in-plane) beyond the
     # marrow ground, within band_mm + this of a joint line: BME that replaced the marrow up to the bone's
     # outer cortex is neither marrow-like on T1 nor enclosed, so the ground misses it. Lesion-like signal
@@ -387,6 +393,8 @@ def _validate(s: PipelineSettings) -> None:
     check(m.support_close_mm >= 0, "marrow.support_close_mm", "must be >= 0")
     check(m.edge_reach_mm >= 0, "marrow.edge_reach_mm", "must be >= 0")
     check(m.edge_stir_muscle_max > 0, "marrow.edge_stir_muscle_max", "must be > 0")
+    check(0 < m.ground_fat_ring_max <= 1, "marrow.ground_fat_ring_max", "must be in (0, 1]")
+    check(m.ground_fat_ring_mm > 0, "marrow.ground_fat_ring_mm", "must be > 0")
     check(m.edge_vessel_mm >= 0, "marrow.edge_vessel_mm", "must be >= 0")
     check(m.joint_close_mm >= 0, "marrow.joint_close_mm", "must be >= 0")
     check(m.joint_valley_mm >= 0, "marrow.joint_valley_mm", "must be >= 0")

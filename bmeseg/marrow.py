@@ -355,7 +355,11 @@ def _periarticular(
     if s.support_close_mm > 0:
         ground = open_ground & _marrow_support(sa, sb, inner, levels, spacing, s,
                                                joint=joint if s.support_joint_walls else None)
-    bones = largest_components(ground & near, n=s.max_bones, min_voxels=max(1, round(s.min_bone_ml / vox_ml)))
+    band = ground & near
+    if s.support_close_mm > 0 and s.ground_fat_ring_max < 1:
+        band &= ~_fat_ringed(band, sa, sb, cover, levels, spacing, s)
+    bones = largest_components(band, n=s.max_bones, min_voxels=max(1, round(s.min_bone_ml / vox_ml)))
+    del band
     reach = edge = None
     lesion_like = (sb > s.reach_stir_muscle * levels["muscle_stir"]) & (sa > s.reach_t1_muscle * levels["muscle_t1"])
     # the sacroiliac joint lines (from 2 x sacrum_seed_mm out, as the joint-side split counts them), not
@@ -388,6 +392,31 @@ def _periarticular(
                                    near_mm=s.band_mm)
     normal = (bones > 0) & _normal_mixed(sa, sb, levels, s)
     return MarrowResult(bones, normal, levels, reach, edge)
+
+
+def _fat_ringed(
+    band: NDArray[np.bool_], sa: NDArray[np.float32], sb: NDArray[np.float32], cover: NDArray[np.bool_],
+    tl: dict[str, float], spacing: tuple[float, ...], s: MarrowSettings,
+) -> NDArray[np.bool_]:
+    """The in-plane pieces of ``band`` whose outer ring (``ground_fat_ring_mm`` in-plane, where the T1
+    reaches) is at least ``ground_fat_ring_max`` fat: T1 above ``support_t1_high`` of the muscle-to-fat
+    range and STIR below muscle (suppressed fat).
+
+    Marrow lies inside its cortex, dark on both images. A bowel loop in front of the sacrum has the
+    marrow's T1 and the gas in it passes for joint cortex, so it can become marrow ground; but it lies
+    in mesenteric fat, as nerves lie in their fat sheaths. A ring voxel between two pieces counts for
+    the higher label only (one grey dilation for all pieces)."""
+    lab, n = ndi.label(band, structure=in_plane_structure())
+    if n == 0:
+        return np.zeros_like(band)
+    grown = ndi.grey_dilation(lab, footprint=_in_plane_disk(s.ground_fat_ring_mm, spacing))
+    ring = (lab == 0) & (grown > 0) & cover
+    t_fat = tl["muscle_t1"] + s.support_t1_high * (tl["fat_t1"] - tl["muscle_t1"])
+    fat = ring & (sa > t_fat) & (sb < tl["muscle_stir"])
+    share = np.bincount(grown[fat], minlength=n + 1) / np.maximum(np.bincount(grown[ring], minlength=n + 1), 1)
+    drop = share >= s.ground_fat_ring_max
+    drop[0] = False
+    return np.asarray(drop[lab])
 
 
 def _split_joint_sides(
@@ -475,6 +504,14 @@ def _mixed_marrow_t1(
     return np.asarray(inner & (u > s.support_t1_low) & (u < s.support_t1_high))
 
 
+def _in_plane_disk(radius_mm: float, spacing: tuple[float, ...]) -> NDArray[np.bool_]:
+    """(2 r0 + 1, 2 r1 + 1, 1) elliptical footprint of ``radius_mm`` in-plane, at least one voxel each way
+    (whole voxels per axis: 3 mm is 5 voxels at 0.6 mm, 3 at 1.09 mm)."""
+    r = [max(1, round(radius_mm / sp)) for sp in spacing[:2]]
+    g0, g1 = np.ogrid[-r[0]:r[0] + 1, -r[1]:r[1] + 1]
+    return ((g0 / r[0]) ** 2 + (g1 / r[1]) ** 2 <= 1.0)[:, :, None]
+
+
 def _valley_sheets(
     sa: NDArray[np.float32], x: NDArray[np.float64], inner: NDArray[np.bool_], tl: dict[str, float],
     spacing: tuple[float, ...], vox_ml: float, s: MarrowSettings, lr_axis: int,
@@ -482,10 +519,7 @@ def _valley_sheets(
     """Joint lines found as T1 valleys (``joint_valley_*`` settings): darker than muscle and than the
     marrow either side of them by ``joint_valley_depth`` of an in-plane grey closing, with marrow-like
     T1 on both sides along left-right, away from the body's middle (``x``: signed mm from it)."""
-    r = [max(1, round(s.joint_valley_mm / sp)) for sp in spacing[:2]]
-    g0, g1 = np.ogrid[-r[0]:r[0] + 1, -r[1]:r[1] + 1]
-    disk = ((g0 / r[0]) ** 2 + (g1 / r[1]) ** 2 <= 1.0)[:, :, None]
-    closed = ndi.grey_closing(sa, footprint=disk)
+    closed = ndi.grey_closing(sa, footprint=_in_plane_disk(s.joint_valley_mm, spacing))
     valley = (closed - sa) > s.joint_valley_depth * np.maximum(closed, 1e-6)
     like = _mixed_marrow_t1(sa, inner, tl, s)
     side = _on_both_sides(like, max(1, round(s.joint_valley_side_mm / spacing[lr_axis])), lr_axis)

@@ -14,7 +14,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from bmeseg.config import load_settings
-from bmeseg.marrow import _fluid, _marrow_support, find_marrow
+from bmeseg.marrow import _fat_ringed, _fluid, _marrow_support, find_marrow
 from bmeseg.volume import Geometry, Volume
 
 SHAPE = (120, 120, 4)
@@ -505,3 +505,36 @@ def test_a_lesion_keeps_its_edge_part_only_while_it_is_mostly_marrow() -> None:
     kept = limit_edge(m, rep(edge2), 0.5, 26)
     assert kept[les].all() and not kept[vessel].any() and kept[rep(speck2)].all()
     assert limit_edge(m, rep(edge2), 1.0, 26)[vessel].all()
+
+
+def test_a_marrow_like_piece_lying_in_fat_is_not_bone() -> None:
+    """A bowel loop (marrow-like T1, a gas bubble in it) in fat is dropped from the band; a bone piece
+    inside its 1.8 mm cortex is kept, even with fat beyond the cortex on half its outline."""
+    ii, jj = np.meshgrid(np.arange(SHAPE[0]), np.arange(SHAPE[1]), indexing="ij")
+    t1 = np.full(SHAPE, 400.0, np.float32)
+    st = np.full(SHAPE, 300.0, np.float32)
+    r_bone, r_bowel = np.hypot(ii - 40, jj - 40), np.hypot(ii - 90, jj - 85)
+    fat2 = ((r_bone >= 28) & (r_bone < 40) & (jj > 40)) | (r_bowel < 20)
+    t1[fat2], st[fat2] = 1500.0, 100.0
+    t1[r_bone < 28], st[r_bone < 28] = 150.0, 100.0  # cortex, 3 px = 1.8 mm
+    marrow2 = r_bone < 25
+    t1[marrow2], st[marrow2] = 700.0, 330.0
+    bowel2 = r_bowel < 11
+    t1[bowel2], st[bowel2] = 700.0, 400.0
+    gas2 = r_bowel < 3
+    t1[gas2], st[gas2] = 40.0, 20.0
+    rep = lambda a: np.repeat(a[:, :, None], SHAPE[2], axis=2)  # noqa: E731
+    band = rep(marrow2 | (bowel2 & ~gas2))
+    s = load_settings("sij").marrow
+    assert s.ground_fat_ring_max < 1
+    drop = _fat_ringed(band, t1, st, np.ones(SHAPE, bool), LEVELS, SPACING, s)
+    assert drop[rep(bowel2 & ~gas2)].all()
+    assert not drop[rep(marrow2)].any()
+    # the rule's limit: the same bone with a 1.2 mm cortex and fat right beyond it on half its outline
+    # has about a sixth of its 2 mm ring in fat, so it is dropped at a share of 0.1 (kept at 0.3)
+    t1[(r_bone >= 27) & (r_bone < 28) & (jj > 40)] = 1500.0
+    st[(r_bone >= 27) & (r_bone < 28) & (jj > 40)] = 100.0
+    band = rep(marrow2)
+    assert _fat_ringed(band, t1, st, np.ones(SHAPE, bool), LEVELS, SPACING, s)[band].all()
+    loose = dataclasses.replace(s, ground_fat_ring_max=0.3)
+    assert not _fat_ringed(band, t1, st, np.ones(SHAPE, bool), LEVELS, SPACING, loose).any()
