@@ -150,7 +150,7 @@ class MarrowSettings:
     # ... and an in-plane piece of the band's marrow ground is not bone when at least this share of its
     # outer ring (ground_fat_ring_mm wide, in-plane) is fat: T1 above support_t1_high of the
     # muscle-to-fat range and darker than muscle on the fluid-sensitive image. Marrow lies inside its
-    # cortex; bowel loops and nerves lie in fat. 1: off
+    # cortex; a bowel loop lies in fat. 1: off
     ground_fat_ring_max: float = 1.0
     ground_fat_ring_mm: float = 2.0
     # periarticular search: a lesion seeded in the marrow may also grow this far (mm, in-plane) beyond the

@@ -404,8 +404,9 @@ def _fat_ringed(
 
     Marrow lies inside its cortex, dark on both images. A bowel loop in front of the sacrum has the
     marrow's T1 and the gas in it passes for joint cortex, so it can become marrow ground; but it lies
-    in mesenteric fat, as nerves lie in their fat sheaths. A ring voxel between two pieces counts for
-    the higher label only (one grey dilation for all pieces)."""
+    in mesenteric fat. (A nerve root in its fat sheath is caught only as a piece of its own: one that
+    touches a bone joins that bone's piece.) A ring voxel between two pieces counts for the higher
+    label only (one grey dilation for all pieces)."""
     lab, n = ndi.label(band, structure=in_plane_structure())
     if n == 0:
         return np.zeros_like(band)
@@ -505,8 +506,8 @@ def _mixed_marrow_t1(
 
 
 def _in_plane_disk(radius_mm: float, spacing: tuple[float, ...]) -> NDArray[np.bool_]:
-    """(2 r0 + 1, 2 r1 + 1, 1) elliptical footprint of ``radius_mm`` in-plane, at least one voxel each way
-    (whole voxels per axis: 3 mm is 5 voxels at 0.6 mm, 3 at 1.09 mm)."""
+    """(2 r0 + 1, 2 r1 + 1, 1) elliptical footprint of ``radius_mm`` in-plane, a radius of at least one voxel
+    each way (whole voxels per axis: a 3 mm radius is 5 voxels at 0.6 mm, 3 at 1.09 mm)."""
     r = [max(1, round(radius_mm / sp)) for sp in spacing[:2]]
     g0, g1 = np.ogrid[-r[0]:r[0] + 1, -r[1]:r[1] + 1]
     return ((g0 / r[0]) ** 2 + (g1 / r[1]) ** 2 <= 1.0)[:, :, None]
