@@ -321,11 +321,16 @@ def _smooth_in_plane(
     return ndi.gaussian_filter(a, sig), ndi.gaussian_filter(b, sig)
 
 
+def _t1_level(tl: dict[str, float], fraction: float) -> float:
+    """The T1 ``fraction`` of the way from muscle (0) to fat (1), from :func:`tissue_levels`' keys."""
+    return tl["muscle_t1"] + fraction * (tl["fat_t1"] - tl["muscle_t1"])
+
+
 def _normal_mixed(
     a: NDArray[np.float32], b: NDArray[np.float32], tl: dict[str, float], s: MarrowSettings,
 ) -> NDArray[np.bool_]:
     """Marrow-like voxels in mixed marrow: brighter than muscle on T1, not fluid-bright on STIR."""
-    t_min = tl["muscle_t1"] + s.normal_t1_level * (tl["fat_t1"] - tl["muscle_t1"])
+    t_min = _t1_level(tl, s.normal_t1_level)
     return np.asarray((a > t_min) & (b < s.fluid_stir_ratio * tl["muscle_stir"]))
 
 
@@ -412,7 +417,7 @@ def _fat_ringed(
         return np.zeros_like(band)
     grown = ndi.grey_dilation(lab, footprint=_in_plane_disk(s.ground_fat_ring_mm, spacing))
     ring = (lab == 0) & (grown > 0) & cover
-    t_fat = tl["muscle_t1"] + s.support_t1_high * (tl["fat_t1"] - tl["muscle_t1"])
+    t_fat = _t1_level(tl, s.support_t1_high)
     fat = ring & (sa > t_fat) & (sb < tl["muscle_stir"])
     share = np.bincount(grown[fat], minlength=n + 1) / np.maximum(np.bincount(grown[ring], minlength=n + 1), 1)
     drop = share >= s.ground_fat_ring_max
