@@ -223,6 +223,10 @@ class EdemaSettings:
     # this fraction of the lesion's own core excess (90th percentile): its half-maximum outline
     # rather than the faint fringe the detection threshold reaches. 0 = off
     pv_fraction: float = 0.0
+    # how that core excess is measured: "p90" (the lesion's 90th percentile) or "interior" (the median of
+    # its interior, the voxels whose in-plane neighbours are all in the lesion; the 90th percentile where
+    # it has fewer than 20 such voxels). Noise lifts the 90th percentile above a flat core
+    pv_core: str = "p90"
     # a lesion's part beyond the marrow ground (marrow.edge_reach_mm) may be at most this fraction of
     # the lesion; otherwise that part is dropped: BME that reached the outer cortex is mostly marrow
     # still, while a bright vessel or nerve grazed by a speck of marrow is mostly outside it
@@ -414,6 +418,7 @@ def _validate(s: PipelineSettings) -> None:
     check(0 < e.t1_muscle_level <= 1, "edema.t1_muscle_level", "must be in (0, 1]")
     check(e.stir_muscle_ratio >= 0, "edema.stir_muscle_ratio", "must be >= 0 (0 = off)")
     check(0 <= e.pv_fraction < 1, "edema.pv_fraction", "must be in [0, 1)")
+    check(e.pv_core in ("p90", "interior"), "edema.pv_core", "must be 'p90' or 'interior'")
     check(0 <= e.edge_max_share <= 1, "edema.edge_max_share", "must be in [0, 1]")
     check(s.lesions.min_lesion_ml >= 0, "lesions.min_lesion_ml", "must be >= 0")
     check(s.lesions.min_slices >= 1, "lesions.min_slices", "must be >= 1")

@@ -24,6 +24,7 @@ def test_every_preset_loads(name: str) -> None:
     ("marrow", "ray_mm", 0.0),
     ("marrow", "hull_mm", -1.0),
     ("edema", "pv_fraction", 1.0),
+    ("edema", "pv_core", "max"),
     ("edema", "stir_muscle_ratio", -1.0),
     ("marrow", "fluid_t1_level", 0.0),
     ("marrow", "support_t1_low", 0.9),

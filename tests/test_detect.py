@@ -226,3 +226,32 @@ def test_margin_score_is_the_weaker_of_the_two_tests() -> None:
     stir = np.array([1.0, 2.0, 3.0, 3.0], np.float32)
     t1 = np.array([1.0, 0.8, 1.0, 0.6], np.float32)
     np.testing.assert_allclose(margin_score(stir, t1, 2.0, 0.8), [0.0, 1.0, 0.0, 2.0], atol=1e-6)
+
+
+def test_half_contrast_outline_from_the_lesion_interior_is_not_lifted_by_noise() -> None:
+    from bmeseg.edema import half_maximum
+
+    rng = np.random.default_rng(3)
+    ii, jj = np.mgrid[:48, :48]
+    r = np.hypot(ii - 20, jj - 20)
+    ratio = np.ones((48, 48, 3), np.float32)
+    # a lesion with a flat core (excess 0.5, noise SD 0.1) and a soft 2-voxel rim at 0.28: over half the
+    # core's contrast, under half its 90th percentile (~0.63)
+    core2d, rim2d = r < 10, (r >= 10) & (r < 12)
+    ratio[core2d] += 0.5 + 0.1 * rng.standard_normal((int(core2d.sum()), 3)).astype(np.float32)
+    ratio[rim2d] += 0.28
+    # a speck 3x3 voxels wide: no interior, so both ways use its 90th percentile
+    ratio[40:43, 40:43, :2] = [[[1.6, 1.2]] * 3] * 3
+    mask = np.zeros(ratio.shape, bool)
+    mask[core2d | rim2d] = True
+    mask[40:43, 40:43, :2] = True
+    p90 = half_maximum(mask, ratio, 0.5, core="p90")
+    inner = half_maximum(mask, ratio, 0.5, core="interior")
+    rim = np.zeros_like(mask)
+    rim[rim2d] = True
+    assert not (p90 & rim).any()
+    assert (inner & rim).sum() == rim.sum()
+    # the core's noisy low voxels: half_maximum keeps those above half the contrast, which both do mostly
+    assert (inner & ~rim)[:30].sum() >= (p90 & ~rim)[:30].sum()
+    np.testing.assert_array_equal(p90[35:], inner[35:])
+    assert p90[40:43, 40:43, 0].all() and not p90[40:43, 40:43, 1].any()
