@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -263,7 +264,7 @@ def half_maximum(
 
 
 def _percentile_by_label(
-    val: NDArray[np.float64], lv: NDArray[np.intp], n: int, q: float,
+    val: NDArray[np.float64], lv: NDArray[np.integer[Any]], n: int, q: float,
 ) -> NDArray[np.float64]:
     """The ``q`` quantile (lower order statistic) of ``val`` per label ``1..n`` of ``lv`` (nan where a
     label has no value): one sort by (label, value)."""
