@@ -220,7 +220,7 @@ class EdemaSettings:
     intense_ratio: float = 3.0
     bias_correction: bool = True
     # partial volume: a lesion keeps the voxels whose STIR excess over normal marrow is at least
-    # this fraction of the lesion's own core excess (90th percentile): its half-maximum outline
+    # this fraction of the lesion's own core excess (see pv_core): its half-maximum outline
     # rather than the faint fringe the detection threshold reaches. 0 = off
     pv_fraction: float = 0.0
     # how that core excess is measured: "p90" (the lesion's 90th percentile) or "interior" (the median of

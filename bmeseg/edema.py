@@ -250,8 +250,9 @@ def half_maximum(
     level = _percentile_by_label(val, lv, n, 0.9)
     if core == "interior":
         cross = ndi.generate_binary_structure(2, 1)[..., None]  # in-plane 4-neighbours and the voxel
-        same = ((ndi.minimum_filter(lab, footprint=cross, mode="nearest") == lab)
-                & (ndi.maximum_filter(lab, footprint=cross, mode="nearest") == lab)).ravel()[idx]
+        # outside the box is no lesion (cval 0): a voxel on the box's side is on its lesion's rim
+        same = ((ndi.minimum_filter(lab, footprint=cross, mode="constant", cval=0) == lab)
+                & (ndi.maximum_filter(lab, footprint=cross, mode="constant", cval=0) == lab)).ravel()[idx]
         counts = np.bincount(lv[same], minlength=n + 1)[1:]
         median = _percentile_by_label(val[same], lv[same], n, 0.5)
         level = np.where(counts >= PV_INTERIOR_MIN, median, level)
