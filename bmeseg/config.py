@@ -243,6 +243,11 @@ class LesionSettings:
     # into the reach (min_lesion_ml counts both): a structure beside the bone that a few marrow voxels
     # seeded is not BME. Above min_lesion_ml it is also the smallest lesion kept. 0 = off
     min_marrow_ml: float = 0.0
+    # a lesion with more than this share of its voxels on the outermost slice at either end of the stack
+    # is dropped: there the slice cuts the bone's surface tangentially, so nerves, vessels and muscle
+    # lying on it are averaged with fat into marrow-like signal, and no slice beyond confirms them.
+    # 1 = off
+    stack_edge_max_share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -423,6 +428,7 @@ def _validate(s: PipelineSettings) -> None:
     check(s.lesions.min_lesion_ml >= 0, "lesions.min_lesion_ml", "must be >= 0")
     check(s.lesions.min_slices >= 1, "lesions.min_slices", "must be >= 1")
     check(s.lesions.min_marrow_ml >= 0, "lesions.min_marrow_ml", "must be >= 0")
+    check(0 <= s.lesions.stack_edge_max_share <= 1, "lesions.stack_edge_max_share", "must be in [0, 1] (1 = off)")
     check(s.lesions.connectivity in (6, 18, 26), "lesions.connectivity", "must be one of {6, 18, 26}")
     sc = s.scoring
     check(sc.deep_mm > 0, "scoring.deep_mm", "must be > 0")

@@ -22,8 +22,9 @@ normal marrow on T1**. Both are judged against a *local* normal-marrow level:
   gives a ``reach`` (bone interior its fat-based mask missed: a lesion that replaced the
   fat up to the plate), lesions seeded in the marrow may grow into it, never start there;
 * components smaller than ``min_lesion_ml``, spanning fewer than ``min_slices``
-  slices or with less than ``min_marrow_ml`` inside the marrow mask (a structure beside the
-  bone that grew into the reach from a few marrow voxels) are dropped.
+  slices, with less than ``min_marrow_ml`` inside the marrow mask (a structure beside the
+  bone that grew into the reach from a few marrow voxels) or, where the preset asks, with more than
+  ``stack_edge_max_share`` of themselves on the stack's first or last slice are dropped.
 
 All of it is whole-array numpy/scipy: no Python loop over voxels.
 """
@@ -201,7 +202,8 @@ def limit_edge(
 def clean_lesions(
     mask: NDArray[np.bool_], voxel_ml: float, settings: LesionSettings, marrow: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.bool_]:
-    """Drop components smaller than ``min_lesion_ml`` or spanning fewer than ``min_slices`` slices, and
+    """Drop components smaller than ``min_lesion_ml`` or spanning fewer than ``min_slices`` slices, with
+    more than ``stack_edge_max_share`` of themselves on the first or last slice of the stack (axis 2), and
     (given the ``marrow`` mask) those with less than ``min_marrow_ml`` inside it."""
     labelled = _label_lesions(mask, settings.connectivity)
     if labelled is None or labelled[2] == 0:
@@ -212,6 +214,13 @@ def clean_lesions(
     if marrow is not None and settings.min_marrow_ml > 0:
         in_marrow = np.bincount(lab[marrow[box]], minlength=n + 1)
         keep &= in_marrow * voxel_ml >= settings.min_marrow_ml
+    if settings.stack_edge_max_share < 1:
+        # the stack's first and last slice, where the box reaches them (box-relative indices)
+        ends = {k - box[2].start for k in (0, mask.shape[2] - 1) if box[2].start <= k < box[2].stop}
+        on_edge = np.zeros(n + 1, np.int64)
+        for k in ends:
+            on_edge += np.bincount(lab[:, :, k].ravel(), minlength=n + 1)
+        keep &= on_edge <= settings.stack_edge_max_share * sizes
     if settings.min_slices > 1:
         slices = ndi.find_objects(lab)
         span = np.array([0] + [(sl[2].stop - sl[2].start) if sl else 0 for sl in slices])

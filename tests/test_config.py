@@ -48,6 +48,7 @@ def test_every_preset_loads(name: str) -> None:
     ("marrow", "reach_slices", 4),
     ("marrow", "reach_slices_stir_muscle", -1.0),
     ("lesions", "min_marrow_ml", -0.1),
+    ("lesions", "stack_edge_max_share", 1.2),
     ("edema", "reference_dark_k", -1.0),
     ("marrow", "sacrum_seed_mm", 0.0),
     ("marrow", "ilium_seed_mm", 10.0),  # must exceed sacrum_seed_mm

@@ -164,6 +164,34 @@ def test_a_lesion_with_too_little_of_itself_in_the_marrow_is_dropped() -> None:
     assert np.array_equal(clean_lesions(mask, vox_ml, ls), mask)
 
 
+def test_a_lesion_mostly_on_the_stacks_outermost_slice_is_dropped() -> None:
+    """``lesions.stack_edge_max_share``: on the first and last slice of a stack the slice cuts the bone's
+    surface tangentially; a component lying mostly there (a nerve or vein on the bone, averaged with fat)
+    is dropped, at either end. A lesion that only reaches the outermost slice is kept whole."""
+    import dataclasses
+
+    from bmeseg.config import LesionSettings
+    from bmeseg.edema import clean_lesions
+
+    mask = np.zeros((40, 40, 12), bool)
+    mask[2:10, 2:10, 0:2] = True  # half of it on the first slice
+    mask[2:10, 20:28, 10:12] = True  # half on the last slice
+    mask[20:30, 2:12, 0:6] = True  # 6 slices from the first: 1/6 on it
+    mask[20:30, 20:30, 3:7] = True  # in the middle of the stack
+    vox_ml = 0.001
+    ls = LesionSettings(min_lesion_ml=0.05, min_slices=2, stack_edge_max_share=0.2)
+    out = clean_lesions(mask, vox_ml, ls)
+    assert not out[2:10].any()
+    assert out[20:30, 2:12, 0:6].all() and out[20:30, 20:30, 3:7].all()
+    assert out.sum() == 600 + 400
+    # a lower limit drops the six-slice lesion too; off (1, the default) keeps every one
+    assert not clean_lesions(mask, vox_ml, dataclasses.replace(ls, stack_edge_max_share=0.15))[20:30, 2:12].any()
+    assert np.array_equal(clean_lesions(mask, vox_ml, LesionSettings(min_lesion_ml=0.05, min_slices=2)), mask)
+    # the SIJ preset asks for it; the knee preset does not
+    assert load_settings("sij").lesions.stack_edge_max_share < 1
+    assert load_settings("knee").lesions.stack_edge_max_share == 1
+
+
 def test_reference_leaves_out_fat_partial_volume_round_a_thin_bone() -> None:
     """Round a thin bone tip many "normal" marrow voxels are partial volume with the fat outside it
     (bright on T1, dark on STIR). A mean reference drops there on STIR and rises on T1, and the normal

@@ -393,6 +393,9 @@ def test_a_deep_lesion_grows_from_the_joint_band_into_the_reach() -> None:
     cover = np.ones(t1.shape, bool)
     s = load_settings("sij")
     assert s.marrow.lesion_reach_mm > 0 and s.lesions.min_marrow_ml > 0
+    # a 4-slice scene: every lesion lies half on the stack's outermost slices (a 16-25 slice SIJ stack is
+    # what lesions.stack_edge_max_share is set for)
+    s = dataclasses.replace(s, lesions=dataclasses.replace(s.lesions, stack_edge_max_share=1.0))
     res = {}
     for reach_mm in (0.0, s.marrow.lesion_reach_mm):
         m = _periarticular(t1, st, body, cover, (1.0, 1.0, 3.3), 0.0033,
@@ -491,6 +494,7 @@ def test_a_lesion_keeps_its_edge_part_only_while_it_is_mostly_marrow() -> None:
     marrow = MarrowResult(bones, rep(bone2 & ~lesion2 & ~speck2), {"muscle_t1": 400.0, "muscle_stir": 300.0},
                           reach=rep(edge2), edge=rep(edge2))
     s = load_settings("sij")
+    s = dataclasses.replace(s, lesions=dataclasses.replace(s.lesions, stack_edge_max_share=1.0))  # 4 slices
     bme = detect_edema(Volume(t1, g), Volume(st, g), marrow, s.edema, s.lesions).mask
     les, vessel = rep(lesion2), rep(vessel2)
     faint = rep(faint2 & (r >= 9.5) & (r < 12.5) & (jj >= 24))  # clear of the smoothing with lesion and muscle
