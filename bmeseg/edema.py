@@ -202,8 +202,8 @@ def limit_edge(
 def clean_lesions(
     mask: NDArray[np.bool_], voxel_ml: float, settings: LesionSettings, marrow: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.bool_]:
-    """Drop components smaller than ``min_lesion_ml`` or spanning fewer than ``min_slices`` slices, with
-    more than ``stack_edge_max_share`` of themselves on the first or last slice of the stack (axis 2), and
+    """Drop components smaller than ``min_lesion_ml``, spanning fewer than ``min_slices`` slices, or with
+    more than ``stack_edge_max_share`` of themselves on the stack's first or last slice (axis 2), and
     (given the ``marrow`` mask) those with less than ``min_marrow_ml`` inside it."""
     labelled = _label_lesions(mask, settings.connectivity)
     if labelled is None or labelled[2] == 0:
