@@ -215,11 +215,9 @@ def clean_lesions(
         in_marrow = np.bincount(lab[marrow[box]], minlength=n + 1)
         keep &= in_marrow * voxel_ml >= settings.min_marrow_ml
     if settings.stack_edge_max_share < 1:
-        # the stack's first and last slice, where the box reaches them (box-relative indices)
-        ends = {k - box[2].start for k in (0, mask.shape[2] - 1) if box[2].start <= k < box[2].stop}
-        on_edge = np.zeros(n + 1, np.int64)
-        for k in ends:
-            on_edge += np.bincount(lab[:, :, k].ravel(), minlength=n + 1)
+        # the stack's first and last slice (once each), where the box reaches them (box-relative indices)
+        ends = [k - box[2].start for k in sorted({0, mask.shape[2] - 1}) if box[2].start <= k < box[2].stop]
+        on_edge = np.bincount(lab[:, :, ends].ravel(), minlength=n + 1)
         keep &= on_edge <= settings.stack_edge_max_share * sizes
     if settings.min_slices > 1:
         slices = ndi.find_objects(lab)
