@@ -205,28 +205,38 @@ def clean_lesions(
     """Drop components smaller than ``min_lesion_ml``, spanning fewer than ``min_slices`` slices, or with
     more than ``stack_edge_max_share`` of themselves on the stack's first or last slice (axis 2), and
     (given the ``marrow`` mask) those with less than ``min_marrow_ml`` inside it."""
+    return _clean_lesions(mask, voxel_ml, settings, marrow)[0]
+
+
+def _clean_lesions(
+    mask: NDArray[np.bool_], voxel_ml: float, settings: LesionSettings, marrow: NDArray[np.bool_] | None = None,
+) -> tuple[NDArray[np.bool_], int]:
+    """:func:`clean_lesions`, and the voxels of the components that only the stack-edge test dropped."""
     labelled = _label_lesions(mask, settings.connectivity)
     if labelled is None or labelled[2] == 0:
-        return mask
+        return mask, 0
     box, lab, n = labelled
     sizes = np.bincount(lab.ravel(), minlength=n + 1)
     keep = sizes * voxel_ml >= settings.min_lesion_ml
     if marrow is not None and settings.min_marrow_ml > 0:
         in_marrow = np.bincount(lab[marrow[box]], minlength=n + 1)
         keep &= in_marrow * voxel_ml >= settings.min_marrow_ml
-    if settings.stack_edge_max_share < 1:
-        # the stack's first and last slice (once each), where the box reaches them (box-relative indices)
-        ends = [k - box[2].start for k in sorted({0, mask.shape[2] - 1}) if box[2].start <= k < box[2].stop]
-        on_edge = np.bincount(lab[:, :, ends].ravel(), minlength=n + 1)
-        keep &= on_edge <= settings.stack_edge_max_share * sizes
     if settings.min_slices > 1:
         slices = ndi.find_objects(lab)
         span = np.array([0] + [(sl[2].stop - sl[2].start) if sl else 0 for sl in slices])
         keep &= span >= settings.min_slices
     keep[0] = False
+    edge_dropped = 0
+    if settings.stack_edge_max_share < 1:
+        # the stack's first and last slice (once each), where the box reaches them (box-relative indices)
+        ends = [k - box[2].start for k in sorted({0, mask.shape[2] - 1}) if box[2].start <= k < box[2].stop]
+        on_edge = np.bincount(lab[:, :, ends].ravel(), minlength=n + 1)
+        edge = on_edge > settings.stack_edge_max_share * sizes
+        edge_dropped = int(sizes[keep & edge].sum())
+        keep &= ~edge
     out = np.zeros(mask.shape, bool)
     out[box] = keep[lab]
-    return out
+    return out, edge_dropped
 
 
 def half_maximum(
@@ -388,16 +398,20 @@ def detect_edema(
     cand &= grow
     if marrow.edge is not None:
         cand = limit_edge(cand, marrow.edge, es.edge_max_share, ls.connectivity)
-    mask = clean_lesions(cand, stir.geometry.voxel_volume_ml, ls, inside)
+    vox_ml = stir.geometry.voxel_volume_ml
+    mask, edge_dropped = _clean_lesions(cand, vox_ml, ls, inside)
     if es.pv_fraction > 0 and mask.any():
-        mask = clean_lesions(half_maximum(mask, r_s, es.pv_fraction, ls.connectivity, es.pv_core),
-                             stir.geometry.voxel_volume_ml, ls, inside)
+        mask, dropped = _clean_lesions(half_maximum(mask, r_s, es.pv_fraction, ls.connectivity, es.pv_core),
+                                       vox_ml, ls, inside)
+        edge_dropped += dropped
     return EdemaResult(
         mask,
         r_s.astype(np.float32, copy=False),
         r_t.astype(np.float32, copy=False),
         {"stir_ratio": s_thr, "t1_ratio": t_thr, "reference_voxels": float(ref.sum()),
          "reference_drawn": float(reference is not None),
+         # what the stack-edge test alone removed (lesions.stack_edge_max_share; 0 when it is off)
+         "stack_edge_dropped_ml": edge_dropped * vox_ml,
          "reference_stir_over_muscle": ref_stir / marrow.levels["muscle_stir"]
          if marrow.levels.get("muscle_stir", 0) > 0 else float("nan")},
     )

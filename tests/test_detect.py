@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 
 from bmeseg.config import load_settings
 from bmeseg.pipeline import detect
@@ -190,6 +191,34 @@ def test_a_lesion_mostly_on_the_stacks_outermost_slice_is_dropped() -> None:
     # the SIJ preset asks for it; the knee preset does not
     assert load_settings("sij").lesions.stack_edge_max_share < 1
     assert load_settings("knee").lesions.stack_edge_max_share == 1
+
+
+def test_report_says_how_much_the_stack_edge_test_dropped() -> None:
+    """A researcher reviewing a short stack must see what the stack-edge test took away:
+    ``edema_thresholds.stack_edge_dropped_ml`` is the volume of the components it alone dropped (0 when
+    the test is off or dropped nothing)."""
+    import dataclasses
+
+    from bmeseg.edema import detect_edema
+
+    _, g, t1, stir, bones, edge_piece, lesion = _marrow_slab(3)
+    edge_piece[:] = False
+    edge_piece[10:22, 10:22, 0:2] = True  # half of it on the first slice
+    for m in (edge_piece, lesion):
+        stir[m], t1[m] = 300.0, 300.0
+    normal = (bones > 0) & ~edge_piece & ~lesion
+    vols, marrow = _edema_inputs(g, t1, stir, bones, normal, {"muscle_stir": 80.0, "muscle_t1": 300.0})
+    es = dataclasses.replace(load_settings("sij").edema, pv_fraction=0.0)
+    ls = dataclasses.replace(load_settings("sij").lesions, min_slices=1)
+    on = detect_edema(*vols, marrow, es, dataclasses.replace(ls, stack_edge_max_share=0.2))
+    off = detect_edema(*vols, marrow, es, dataclasses.replace(ls, stack_edge_max_share=1.0))
+    assert off.mask[edge_piece].mean() > 0.9 and off.mask[lesion].mean() > 0.9
+    assert not on.mask[edge_piece].any() and on.mask[lesion].mean() > 0.9
+    vox_ml = g.voxel_volume_ml
+    dropped = float((off.mask & ~on.mask).sum()) * vox_ml
+    assert on.thresholds["stack_edge_dropped_ml"] == pytest.approx(dropped)
+    assert dropped >= edge_piece.sum() * vox_ml * 0.9
+    assert off.thresholds["stack_edge_dropped_ml"] == 0.0
 
 
 def test_reference_leaves_out_fat_partial_volume_round_a_thin_bone() -> None:
