@@ -191,6 +191,13 @@ class MarrowSettings:
     # slow coil-sensitivity (bias) correction of the T1 before marrow finding: "none" or "n4" (bmeseg.bias);
     # edema finding needs none (it compares with a local normal-marrow level)
     bias_field: str = "none"
+    # coil shading measured on fat (bmeseg.bias.fat_shading), for the fat test only: degree of the
+    # log-polynomial fitted to the body's loosely fat-like voxels (T1 above fat_shading_level of the
+    # low-to-high range, STIR below the fat level); where it is darker than 1 - fat_shading_tolerance
+    # the T1 is lifted back to the scan's median fat level (never lowered). 0 = off
+    fat_shading_degree: int = 0
+    fat_shading_level: float = 0.3
+    fat_shading_tolerance: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -386,6 +393,9 @@ def _validate(s: PipelineSettings) -> None:
     check(m.cortex_search_mm > 0, "marrow.cortex_search_mm", "must be > 0")
     check(m.max_bones >= 1, "marrow.max_bones", "must be >= 1")
     check(m.search in SEARCHES, "marrow.search", f"must be one of {set(SEARCHES)}; got {m.search!r}")
+    check(0 <= m.fat_shading_degree <= 3, "marrow.fat_shading_degree", "must be 0 (off), 1, 2 or 3")
+    check(0 < m.fat_shading_level < 1, "marrow.fat_shading_level", "must be in (0, 1)")
+    check(0 <= m.fat_shading_tolerance < 1, "marrow.fat_shading_tolerance", "must be in [0, 1)")
     check(m.bias_field in BIAS_FIELDS, "marrow.bias_field", f"must be one of {set(BIAS_FIELDS)}; got {m.bias_field!r}")
     check(m.body_shell_mm > 0, "marrow.body_shell_mm", "must be > 0")
     check(m.joint_min_ml > 0, "marrow.joint_min_ml", "must be > 0")

@@ -207,8 +207,20 @@ def find_marrow(
     s_lo, s_hi = (float(v) for v in np.percentile(b[seen], [3.0, 97.0]))
     t_thr = t_lo + s.t1_fat_level * (t_hi - t_lo)
     s_thr = s_lo + s.stir_fat_level * (s_hi - s_lo)
-    fat = body & (a > t_thr) & (b < s_thr)
+    lift = np.ones(a.shape, np.float32)
+    if s.fat_shading_degree > 0:
+        from .bias import fat_shading
+
+        # the fat threshold sits between the scan's own levels, and the brightest fat (P97) lies by the
+        # coil: on the coil's far side fat and yellow marrow fall under it. Fat there is lifted back
+        # to the scan's median fat level (never lowered; shading within the tolerance is left alone)
+        loose = seen & (a > t_lo + s.fat_shading_level * (t_hi - t_lo)) & (b < s_thr)
+        shade = fat_shading(a, loose, spacing, degree=s.fat_shading_degree)
+        lift = 1.0 / np.minimum(shade / (1.0 - s.fat_shading_tolerance), 1.0)
+    fat = body & (a * lift > t_thr) & (b < s_thr)
     levels = {"t1_low": t_lo, "t1_high": t_hi, "t1_fat_threshold": t_thr,
+              # the largest factor the fat test lifted the T1 by (coil shading; 1 = none or off)
+              "t1_fat_shading_lift": float(np.percentile(lift[seen], 99.0)),
               "stir_low": s_lo, "stir_high": s_hi, "stir_fat_threshold": s_thr,
               # share of the body on the fluid-sensitive image that the T1 reaches: BME is judged only there
               "t1_body_coverage": float(seen.sum() / body.sum()),

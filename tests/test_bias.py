@@ -1,4 +1,5 @@
-"""N4 bias-field estimation (:mod:`bmeseg.bias`) and its use before marrow finding (sij preset)."""
+"""Coil shading (:mod:`bmeseg.bias`): N4 before marrow finding (sij preset), and the shading measured
+on fat for the knee's fat test."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import dataclasses
 
 import numpy as np
 
-from bmeseg.bias import n4_field
+from bmeseg.bias import fat_shading, n4_field
 from bmeseg.config import load_settings
 from bmeseg.marrow import find_marrow
 from bmeseg.volume import Geometry, Volume
@@ -77,3 +78,45 @@ def test_find_marrow_reads_tissue_levels_not_the_coil() -> None:
     ratio = lambda r: r.levels["fat_t1"] / r.levels["muscle_t1"]  # noqa: E731
     assert abs(ratio(raw) / ratio(flat) - 1) > 0.15  # the coil skews the fat-to-muscle contrast
     assert abs(ratio(n4) / ratio(flat) - 1) < 0.08
+
+
+def test_fat_shading_recovers_the_coil_from_fat_alone() -> None:
+    """Fat has one T1 level wherever it lies, so a log-polynomial fitted to the fat-like voxels is the
+    coil's field: over the body it follows the true field, and fat divided by it is one level again."""
+    img, body, _ = _tissues()
+    true = _coil(0.4)
+    rng = np.random.default_rng(4)
+    biased = np.abs(img * true + rng.normal(0, 12, img.shape) * body).astype(np.float32)
+    fat = img == 1500.0
+    est = fat_shading(biased, fat, SPACING)
+    assert est.shape == img.shape and est.dtype == np.float32
+    assert abs(float(np.median(est[fat])) - 1.0) < 1e-3
+    assert np.corrcoef(np.log(true[body]), np.log(est[body]))[0, 1] > 0.95
+    cv = lambda x: float(np.std(x) / np.mean(x))  # noqa: E731
+    assert cv(biased[fat]) > 0.1
+    assert cv((biased / est)[fat]) < 0.3 * cv(biased[fat])
+    # too few fat voxels to fit: no correction
+    tiny = np.zeros_like(fat)
+    tiny[0:5, 60:65, 2] = True
+    assert np.array_equal(fat_shading(biased, tiny, SPACING), np.ones(SHAPE, np.float32))
+
+
+def test_fat_shading_keeps_the_coils_far_side_of_a_bone_in_the_marrow() -> None:
+    """Knee cavity search: the fat threshold sits between the scan's own levels, and the brightest fat
+    lies by the coil. On the coil's far slices the yellow marrow falls under it and that end of the bone
+    is never searched; with ``fat_shading_degree`` the fat test lifts it back to the scan's fat level."""
+    from tests.conftest import tiny_pair
+
+    t1, stir, _ = tiny_pair(seed=2, lesion=False)
+    g = t1.geometry
+    kk = np.linspace(-1.0, 1.0, g.shape[2])[None, None, :]
+    coil = np.exp(0.45 * kk).astype(np.float32)  # x0.64 .. x1.57 across the slices
+    shaded = Volume(np.asarray(t1.array) * coil, g)
+    base = load_settings("knee").marrow
+    flat = find_marrow(t1, stir, base)
+    off = find_marrow(shaded, stir, base)
+    on = find_marrow(shaded, stir, dataclasses.replace(base, fat_shading_degree=2))
+    vol = lambda r: int((r.bones > 0).sum())  # noqa: E731
+    assert vol(off) < 0.8 * vol(flat)  # the shaded end of the marrow is lost
+    assert vol(on) > 0.98 * vol(flat)
+    assert off.levels["t1_fat_shading_lift"] == 1.0 and on.levels["t1_fat_shading_lift"] > 1.3

@@ -49,6 +49,9 @@ def test_every_preset_loads(name: str) -> None:
     ("marrow", "reach_slices_stir_muscle", -1.0),
     ("lesions", "min_marrow_ml", -0.1),
     ("lesions", "stack_edge_max_share", 1.2),
+    ("marrow", "fat_shading_degree", 4),
+    ("marrow", "fat_shading_level", 1.0),
+    ("marrow", "fat_shading_tolerance", -0.1),
     ("edema", "reference_dark_k", -1.0),
     ("marrow", "sacrum_seed_mm", 0.0),
     ("marrow", "ilium_seed_mm", 10.0),  # must exceed sacrum_seed_mm
