@@ -5,7 +5,8 @@ Without a bone mask, marrow is found from the two images together:
 1. the body outline (signal on either image, holes filled per slice);
 2. **fat-like** voxels: bright on T1 *and* dark on the fat-suppressed image. Thresholds
    sit between the scan's own reference levels (low and high percentiles inside the
-   body), so they follow the scanner's arbitrary units;
+   body), so they follow the scanner's arbitrary units (where the preset asks, ``fat_shading_degree``,
+   the T1's coil shading measured on fat is lifted out for this test: :func:`bmeseg.bias.fat_shading`);
 3. fat that touches the outer shell of the body is subcutaneous, not marrow; small or
    thin pieces (fat pads, chemical-shift rims) are dropped by size after a 1-voxel
    opening that cuts bridges through partial-volume voxels;
@@ -207,7 +208,7 @@ def find_marrow(
     s_lo, s_hi = (float(v) for v in np.percentile(b[seen], [3.0, 97.0]))
     t_thr = t_lo + s.t1_fat_level * (t_hi - t_lo)
     s_thr = s_lo + s.stir_fat_level * (s_hi - s_lo)
-    lift = np.ones(a.shape, np.float32)
+    fat_t1, max_lift = a, 1.0
     if s.fat_shading_degree > 0:
         from .bias import fat_shading
 
@@ -217,10 +218,11 @@ def find_marrow(
         loose = seen & (a > t_lo + s.fat_shading_level * (t_hi - t_lo)) & (b < s_thr)
         shade = fat_shading(a, loose, spacing, degree=s.fat_shading_degree)
         lift = 1.0 / np.minimum(shade / (1.0 - s.fat_shading_tolerance), 1.0)
-    fat = body & (a * lift > t_thr) & (b < s_thr)
+        fat_t1, max_lift = a * lift, float(np.percentile(lift[seen], 99.0))
+    fat = body & (fat_t1 > t_thr) & (b < s_thr)
     levels = {"t1_low": t_lo, "t1_high": t_hi, "t1_fat_threshold": t_thr,
               # the largest factor the fat test lifted the T1 by (coil shading; 1 = none or off)
-              "t1_fat_shading_lift": float(np.percentile(lift[seen], 99.0)),
+              "t1_fat_shading_lift": max_lift,
               "stir_low": s_lo, "stir_high": s_hi, "stir_fat_threshold": s_thr,
               # share of the body on the fluid-sensitive image that the T1 reaches: BME is judged only there
               "t1_body_coverage": float(seen.sum() / body.sum()),
