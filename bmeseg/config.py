@@ -194,7 +194,7 @@ class MarrowSettings:
     # coil shading measured on fat (bmeseg.bias.fat_shading), for the fat test only: degree of the
     # log-polynomial fitted to the body's loosely fat-like voxels (T1 above fat_shading_level of the
     # low-to-high range, STIR below the fat level); where it is darker than 1 - fat_shading_tolerance
-    # the T1 is lifted back to the scan's median fat level (never lowered). 0 = off
+    # the T1 is lifted back to within that tolerance of the scan's median fat level (never lowered). 0 = off
     fat_shading_degree: int = 0
     fat_shading_level: float = 0.3
     fat_shading_tolerance: float = 0.05

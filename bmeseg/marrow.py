@@ -214,14 +214,14 @@ def find_marrow(
 
         # the fat threshold sits between the scan's own levels, and the brightest fat (P97) lies by the
         # coil: on the coil's far side fat and yellow marrow fall under it. Fat there is lifted back
-        # to the scan's median fat level (never lowered; shading within the tolerance is left alone)
+        # to within the tolerance of the scan's median fat level (never lowered)
         loose = seen & (a > t_lo + s.fat_shading_level * (t_hi - t_lo)) & (b < s_thr)
         shade = fat_shading(a, loose, spacing, degree=s.fat_shading_degree)
         lift = 1.0 / np.minimum(shade / (1.0 - s.fat_shading_tolerance), 1.0)
         fat_t1, max_lift = a * lift, float(np.percentile(lift[seen], 99.0))
     fat = body & (fat_t1 > t_thr) & (b < s_thr)
     levels = {"t1_low": t_lo, "t1_high": t_hi, "t1_fat_threshold": t_thr,
-              # the largest factor the fat test lifted the T1 by (coil shading; 1 = none or off)
+              # the 99th percentile of the factor the fat test lifted the T1 by (coil shading; 1 = none or off)
               "t1_fat_shading_lift": max_lift,
               "stir_low": s_lo, "stir_high": s_hi, "stir_fat_threshold": s_thr,
               # share of the body on the fluid-sensitive image that the T1 reaches: BME is judged only there
